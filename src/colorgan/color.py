@@ -1,0 +1,265 @@
+"""Colour maths: sRGB <-> CIELAB (D65), L/ab normalisation, and the luminance merge.
+
+All functions are pure, batched and differentiable torch code. Images are tensors of shape
+``(..., 3, H, W)`` (channel axis third from last, as in kornia). Ranges:
+
+* sRGB: [0, 1], gamma-encoded (what image files hold).
+* L: [0, 100]; a and b: about [-110, 110] for colours inside the sRGB gamut.
+* Normalised L: [-1, 1] (``L / 50 - 1``); normalised ab: about [-1, 1] (``ab / 110``).
+
+The constants are the ones scikit-image uses (``skimage.color.rgb2lab`` with illuminant D65,
+2-degree observer), so our values agree with it to float precision; the tests check that.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "AB_SCALE",
+    "L_SCALE",
+    "rgb_to_lab",
+    "lab_to_rgb",
+    "lab_to_rgb_unclipped",
+    "rgb_to_l",
+    "l_to_grey_rgb",
+    "normalize_l",
+    "denormalize_l",
+    "normalize_ab",
+    "denormalize_ab",
+    "gamut_clip",
+    "merge_luminance",
+]
+
+#: Divisor that maps ab (about [-110, 110] in gamut) to about [-1, 1].
+AB_SCALE = 110.0
+#: Half the L range: L / 50 - 1 maps [0, 100] to [-1, 1].
+L_SCALE = 50.0
+
+# sRGB (linear) -> XYZ, D65; the matrix scikit-image uses.
+_RGB_TO_XYZ = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+# D65 reference white, 2-degree observer (skimage's values).
+_WHITE = (0.95047, 1.0, 1.08883)
+_EPS = 216.0 / 24389.0  # (6/29)^3: where the cube root meets the linear segment
+_KAPPA = 24389.0 / 27.0
+
+
+def _check_image(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 3 or x.shape[-3] != 3:
+        raise ValueError(f"{name} must have shape (..., 3, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got {x.dtype}")
+
+
+def _matrix(rows: tuple[tuple[float, ...], ...], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+
+def _apply_matrix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # x: (..., 3, H, W) -> (..., 3, H, W), out[i] = sum_j m[i, j] * x[j]
+    return torch.einsum("ij,...jhw->...ihw", m, x)
+
+
+def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    # Clamp inside pow so that the unused branch never produces NaN gradients.
+    high = torch.pow((rgb.clamp(min=0.04045) + 0.055) / 1.055, 2.4)
+    return torch.where(rgb > 0.04045, high, rgb / 12.92)
+
+
+def _linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:
+    high = 1.055 * torch.pow(lin.clamp(min=0.0031308), 1.0 / 2.4) - 0.055
+    return torch.where(lin > 0.0031308, high, lin * 12.92)
+
+
+def _f(t: torch.Tensor) -> torch.Tensor:
+    high = torch.pow(t.clamp(min=_EPS), 1.0 / 3.0)
+    return torch.where(t > _EPS, high, (_KAPPA * t + 16.0) / 116.0)
+
+
+def _f_inv(t: torch.Tensor) -> torch.Tensor:
+    t3 = t.clamp(min=0.0) ** 3
+    return torch.where(t3 > _EPS, t3, (116.0 * t - 16.0) / _KAPPA)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """Convert sRGB to CIELAB (D65).
+
+    Args:
+        rgb: ``(..., 3, H, W)`` float, gamma-encoded sRGB in [0, 1].
+
+    Returns:
+        ``(..., 3, H, W)`` Lab: L in [0, 100], a and b roughly in [-110, 110].
+    """
+    _check_image(rgb, "rgb")
+    xyz = _apply_matrix(_matrix(_RGB_TO_XYZ, rgb), _srgb_to_linear(rgb))
+    white = torch.tensor(_WHITE, dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
+    fx, fy, fz = _f(xyz / white).unbind(-3)
+    L = 116.0 * fy - 16.0
+    a = 500.0 * (fx - fy)
+    b = 200.0 * (fy - fz)
+    return torch.stack([L, a, b], dim=-3)
+
+
+def lab_to_rgb_unclipped(lab: torch.Tensor) -> torch.Tensor:
+    """Convert CIELAB (D65) to sRGB without clipping (values may leave [0, 1]).
+
+    Args:
+        lab: ``(..., 3, H, W)``: L in [0, 100], ab in about [-110, 110].
+
+    Returns:
+        ``(..., 3, H, W)`` gamma-encoded sRGB; out-of-gamut colours fall outside [0, 1].
+    """
+    _check_image(lab, "lab")
+    L, a, b = lab.unbind(-3)
+    fy = (L + 16.0) / 116.0
+    fx = fy + a / 500.0
+    fz = fy - b / 200.0
+    white = torch.tensor(_WHITE, dtype=lab.dtype, device=lab.device).view(3, 1, 1)
+    xyz = torch.stack([_f_inv(fx), _f_inv(fy), _f_inv(fz)], dim=-3) * white
+    inv = torch.linalg.inv(_matrix(_RGB_TO_XYZ, lab).double()).to(lab.dtype)
+    lin = _apply_matrix(inv, xyz)
+    # Negative linear values have no sRGB encoding; keep them linear so the sign survives.
+    return torch.where(lin >= 0, _linear_to_srgb(lin), lin * 12.92)
+
+
+def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
+    """Convert CIELAB (D65) to sRGB, mapping out-of-gamut colours into [0, 1].
+
+    Out-of-gamut pixels have their chroma reduced (a and b scaled towards 0 at constant L and
+    hue) until they fit, which keeps the luminance of the result equal to the requested L;
+    plain clamping of RGB would shift L. See :func:`gamut_clip`.
+
+    Args:
+        lab: ``(..., 3, H, W)``: L in [0, 100], ab in about [-110, 110].
+        clip: map into the gamut (default). ``False`` returns the unclipped conversion.
+
+    Returns:
+        ``(..., 3, H, W)`` sRGB in [0, 1] (when ``clip``).
+    """
+    if not clip:
+        return lab_to_rgb_unclipped(lab)
+    return gamut_clip(lab)
+
+
+def gamut_clip(lab: torch.Tensor, steps: int = 12, tol: float = 1e-4) -> torch.Tensor:
+    """Convert Lab to sRGB in [0, 1], reducing chroma of out-of-gamut pixels at constant L and hue.
+
+    A bisection on the chroma scale ``s`` in [0, 1] runs only on the (usually few) pixels whose
+    plain conversion leaves [0, 1]. ``s = 0`` (neutral grey of the same L) is always in gamut
+    for L in [0, 100], so the bisection always has a feasible end. A final clamp removes the
+    residue of the last step (below 1e-3 in RGB after 12 steps).
+
+    This step is not differentiable with respect to which pixels are clipped; use it for
+    rendering, not inside a training loss.
+
+    Args:
+        lab: ``(..., 3, H, W)``.
+        steps: bisection steps (each halves the error on s).
+        tol: tolerance outside [0, 1] accepted as in gamut.
+
+    Returns:
+        ``(..., 3, H, W)`` sRGB in [0, 1].
+    """
+    rgb = lab_to_rgb_unclipped(lab)
+    out_of_gamut = ((rgb < -tol) | (rgb > 1.0 + tol)).any(dim=-3)  # (..., H, W)
+    if not bool(out_of_gamut.any()):
+        return rgb.clamp(0.0, 1.0)
+    with torch.no_grad():
+        # Gather the offending pixels as a (N, 3, 1, 1) batch of Lab colours.
+        lab_px = lab.movedim(-3, -1)[out_of_gamut]  # (N, 3)
+        L = lab_px[:, :1].clamp(0.0, 100.0)
+        ab = lab_px[:, 1:]
+        lo = torch.zeros_like(L)  # known in gamut
+        hi = torch.ones_like(L)  # known out of gamut
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            trial = torch.cat([L, ab * mid], dim=1)[..., None, None]
+            rgb_t = lab_to_rgb_unclipped(trial)[..., 0, 0]
+            ok = ((rgb_t >= -tol) & (rgb_t <= 1.0 + tol)).all(dim=1, keepdim=True)
+            lo = torch.where(ok, mid, lo)
+            hi = torch.where(ok, hi, mid)
+        fixed = lab_to_rgb_unclipped(torch.cat([L, ab * lo], dim=1)[..., None, None])[..., 0, 0]
+    rgb = rgb.movedim(-3, -1).clone()
+    rgb[out_of_gamut] = fixed.to(rgb.dtype)
+    return rgb.movedim(-1, -3).clamp(0.0, 1.0)
+
+
+def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
+    """Lightness L of sRGB colours.
+
+    Args:
+        rgb: ``(..., 3, H, W)`` sRGB in [0, 1].
+
+    Returns:
+        ``(..., 1, H, W)`` L in [0, 100].
+    """
+    _check_image(rgb, "rgb")
+    lin = _srgb_to_linear(rgb)
+    y = (lin * torch.tensor(_RGB_TO_XYZ[1], dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)).sum(
+        dim=-3, keepdim=True
+    )
+    return 116.0 * _f(y) - 16.0
+
+
+def l_to_grey_rgb(L: torch.Tensor) -> torch.Tensor:
+    """The neutral sRGB grey of lightness L (what a black-and-white photo of that L looks like).
+
+    Args:
+        L: ``(..., 1, H, W)`` in [0, 100].
+
+    Returns:
+        ``(..., 3, H, W)`` sRGB grey in [0, 1], the three channels equal.
+    """
+    y = _f_inv((L + 16.0) / 116.0)
+    grey = _linear_to_srgb(y.clamp(0.0, 1.0))
+    return grey.expand(*grey.shape[:-3], 3, *grey.shape[-2:])
+
+
+def normalize_l(L: torch.Tensor) -> torch.Tensor:
+    """Map L in [0, 100] to [-1, 1] (the generator's input range)."""
+    return L / L_SCALE - 1.0
+
+
+def denormalize_l(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalize_l`: [-1, 1] -> L in [0, 100]."""
+    return (x + 1.0) * L_SCALE
+
+
+def normalize_ab(ab: torch.Tensor) -> torch.Tensor:
+    """Map ab (about [-110, 110]) to about [-1, 1] (the generator's output range)."""
+    return ab / AB_SCALE
+
+
+def denormalize_ab(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalize_ab`."""
+    return x * AB_SCALE
+
+
+def merge_luminance(L_full: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """Join full-resolution L with (usually lower-resolution) ab and render sRGB.
+
+    ab is smooth, so bilinear upsampling loses nothing visible, while the untouched full-resolution
+    L keeps every grain and edge of the original.
+
+    Args:
+        L_full: ``(B, 1, H, W)`` L in [0, 100] at the original resolution.
+        ab: ``(B, 2, h, w)`` ab in about [-110, 110] at render resolution (any h, w).
+
+    Returns:
+        ``(B, 3, H, W)`` sRGB in [0, 1], gamut-clipped at constant L.
+    """
+    if L_full.dim() != 4 or L_full.shape[1] != 1:
+        raise ValueError(f"L_full must have shape (B, 1, H, W), got {tuple(L_full.shape)}")
+    if ab.dim() != 4 or ab.shape[1] != 2 or ab.shape[0] != L_full.shape[0]:
+        raise ValueError(f"ab must have shape (B, 2, h, w) matching L's batch, got {tuple(ab.shape)}")
+    H, W = L_full.shape[-2:]
+    if ab.shape[-2:] != (H, W):
+        ab = F.interpolate(ab.to(L_full.dtype), size=(H, W), mode="bilinear", align_corners=False)
+    return lab_to_rgb(torch.cat([L_full, ab.to(L_full.dtype)], dim=1))
