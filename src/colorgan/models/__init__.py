@@ -1,0 +1,1 @@
+"""Networks: the SAUNet generator, the critic, their layers and encoders, and the weights hub."""

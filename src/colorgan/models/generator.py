@@ -1,0 +1,179 @@
+"""The generator: a self-attention U-Net (SAUNet) that predicts ab from L.
+
+Encoder: an ImageNet-pretrained MobileNetV2 (default) or EfficientNet-lite0, or a small plain
+encoder for tests. Decoder: U-Net blocks that upsample with PixelShuffle (ICNR init + blur),
+concatenate the encoder's skip features, and refine them with spectrally normalised convolutions;
+a SAGAN self-attention layer sits in the decoder at 1/16 resolution (configurable), where global
+context (sky on top, skin near faces) is cheap to gather. The head is bounded (tanh) so
+predictions stay inside the ab range.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn as nn
+
+from colorgan.models.encoders import ENCODERS, build_encoder
+from colorgan.models.layers import ConvBlock, PixelShuffleICNR, SelfAttention
+
+__all__ = ["GeneratorConfig", "SAUNet"]
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything needed to rebuild a generator (stored in every weights file).
+
+    Attributes:
+        encoder: ``mobilenet_v2`` | ``efficientnet_lite0`` | ``simple``.
+        middle_channels: width of the bottleneck at stride 32.
+        decoder_channels: widths of the decoder outputs at strides 16, 8, 4, 2 and 1.
+        attention_strides: decoder strides that get a self-attention layer (from 16, 8, 4, 2).
+        simple_channels: stage widths of the ``simple`` encoder (ignored otherwise).
+        spectral_norm: spectral normalisation on decoder convolutions.
+        blur: blur after each PixelShuffle (against checkerboards).
+        ab_bound: the head outputs ``ab_bound * tanh(x)`` in normalised ab units (ab / 110).
+    """
+
+    encoder: str = "mobilenet_v2"
+    middle_channels: int = 384
+    decoder_channels: tuple[int, ...] = (256, 128, 96, 64, 32)
+    attention_strides: tuple[int, ...] = (16,)
+    simple_channels: tuple[int, ...] = (16, 24, 32, 48, 64)
+    spectral_norm: bool = True
+    blur: bool = True
+    ab_bound: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; choose one of {ENCODERS}")
+        if len(self.decoder_channels) != 5:
+            raise ValueError("decoder_channels needs 5 widths (strides 16, 8, 4, 2, 1)")
+        bad = [s for s in self.attention_strides if s not in (16, 8, 4, 2)]
+        if bad:
+            raise ValueError(f"attention_strides must be among 16, 8, 4, 2; got {bad}")
+
+    @classmethod
+    def preset(cls, name: str) -> "GeneratorConfig":
+        """Named configurations: ``default``, ``efficientnet``, ``tiny`` (tests, no pretrained weights)."""
+        if name == "default":
+            return cls()
+        if name == "efficientnet":
+            return cls(encoder="efficientnet_lite0")
+        if name == "tiny":
+            return cls(
+                encoder="simple",
+                middle_channels=32,
+                decoder_channels=(32, 24, 16, 16, 16),
+                simple_channels=(8, 16, 16, 24, 32),
+            )
+        raise ValueError(f"unknown generator preset {name!r} (default, efficientnet, tiny)")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GeneratorConfig":
+        """Inverse of ``dataclasses.asdict`` (JSON turns tuples into lists); unknown keys rejected."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown generator config keys: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+class _UnetBlock(nn.Module):
+    """Upsample x2, join the encoder skip, two 3x3 convs, optional self-attention.
+
+    Shapes: ``x (B, in_ch, h, w), skip (B, skip_ch, 2h, 2w) -> (B, out_ch, 2h, 2w)``.
+    """
+
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, attention: bool, sn: bool, blur: bool) -> None:
+        super().__init__()
+        up_ch = max(in_ch // 2, 8)
+        self.up = PixelShuffleICNR(in_ch, up_ch, blur=blur, spectral=sn)
+        self.skip_norm = nn.BatchNorm2d(skip_ch)
+        self.conv1 = ConvBlock(up_ch + skip_ch, out_ch, spectral=sn)
+        self.conv2 = ConvBlock(out_ch, out_ch, spectral=sn)
+        self.attn = SelfAttention(out_ch, spectral=sn) if attention else nn.Identity()
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)
+        if x.shape[-2:] != skip.shape[-2:]:  # odd sizes: align to the skip
+            x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="nearest")
+        x = torch.cat([x, self.skip_norm(skip)], dim=1)
+        return self.attn(self.conv2(self.conv1(x)))
+
+
+class SAUNet(nn.Module):
+    """Self-attention U-Net generator: normalised L -> normalised ab.
+
+    Args:
+        config: the architecture.
+        pretrained_encoder: load the encoder's ImageNet weights (offline; raises
+            :class:`~colorgan.errors.WeightsNotFoundError` when they are not installed).
+        encoder_weights: an explicit path to the encoder's weights file.
+
+    Shapes: ``(B, 1, H, W)`` L / 50 - 1 in [-1, 1] -> ``(B, 2, H, W)`` ab / 110 in
+    [-ab_bound, ab_bound]. H and W must be multiples of 32 (the encoder's stride).
+    """
+
+    stride = 32
+
+    def __init__(
+        self,
+        config: GeneratorConfig | None = None,
+        *,
+        pretrained_encoder: bool = False,
+        encoder_weights: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config = config or GeneratorConfig()
+        self.encoder = build_encoder(
+            config.encoder,
+            pretrained=pretrained_encoder,
+            weights_path=encoder_weights,
+            simple_channels=config.simple_channels,
+        )
+        c2, c4, c8, c16, c32 = self.encoder.channels
+        d16, d8, d4, d2, d1 = config.decoder_channels
+        sn, blur = config.spectral_norm, config.blur
+        m = config.middle_channels
+        self.middle = nn.Sequential(ConvBlock(c32, m, spectral=sn), ConvBlock(m, m, spectral=sn))
+        att = set(config.attention_strides)
+        self.blocks = nn.ModuleList(
+            [
+                _UnetBlock(m, c16, d16, 16 in att, sn, blur),
+                _UnetBlock(d16, c8, d8, 8 in att, sn, blur),
+                _UnetBlock(d8, c4, d4, 4 in att, sn, blur),
+                _UnetBlock(d4, c2, d2, 2 in att, sn, blur),
+            ]
+        )
+        self.final_up = PixelShuffleICNR(d2, d1, blur=blur, spectral=sn)
+        # The input L joins at full resolution: fine edges for where colour changes.
+        self.refine = nn.Sequential(ConvBlock(d1 + 1, d1, spectral=sn), ConvBlock(d1, d1, spectral=sn))
+        self.head = nn.Conv2d(d1, 2, 1)
+        nn.init.zeros_(self.head.weight)  # start from "no colour": a neutral, stable first output
+        nn.init.zeros_(self.head.bias)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the pretrained encoder (frozen first, then fine-tuned at a lower rate)."""
+        return list(self.encoder.parameters())
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """Every parameter that is not the encoder's."""
+        enc = {id(p) for p in self.encoder.parameters()}
+        return [p for p in self.parameters() if id(p) not in enc]
+
+    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+        if l_norm.dim() != 4 or l_norm.shape[1] != 1:
+            raise ValueError(f"expected L of shape (B, 1, H, W), got {tuple(l_norm.shape)}")
+        H, W = l_norm.shape[-2:]
+        if H % self.stride or W % self.stride:
+            raise ValueError(f"H and W must be multiples of {self.stride}, got {H}x{W}")
+        s2, s4, s8, s16, s32 = self.encoder(l_norm)
+        x = self.middle(s32)
+        for block, skip in zip(self.blocks, (s16, s8, s4, s2)):
+            x = block(x, skip)
+        x = self.final_up(x)
+        x = self.refine(torch.cat([x, l_norm.to(x.dtype)], dim=1))
+        return self.config.ab_bound * torch.tanh(self.head(x))
