@@ -1,0 +1,1 @@
+"""NoGAN training: data, losses, stages, checkpoints and monitoring (not imported by inference)."""
