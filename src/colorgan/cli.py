@@ -1,0 +1,264 @@
+"""The ``colorgan`` command: thin shells over :class:`colorgan.pipeline.Colorizer`.
+
+Exit status: 0 all good; 1 some inputs failed (each reported with its reason, the rest still
+processed); 2 usage errors (bad options, no model) before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from colorgan import __version__
+from colorgan.errors import ColorGANError
+
+__all__ = ["main", "build_parser", "colorize_paths", "ColorizeSummary"]
+
+log = logging.getLogger("colorgan")
+
+_FORMAT_SUFFIX = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "tiff": ".tif", "tif": ".tif", "webp": ".webp", "bmp": ".bmp"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One line and exit 2, as argparse does, but without dumping the whole usage block.
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _render_size(text: str) -> int:
+    from colorgan.pipeline import MAX_RENDER_SIZE, MIN_RENDER_SIZE
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not MIN_RENDER_SIZE <= v <= MAX_RENDER_SIZE:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_RENDER_SIZE} and {MAX_RENDER_SIZE}, got {v}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = _Parser(prog="colorgan", description="Colourise black-and-white photographs.")
+    p.add_argument("--version", action="version", version=f"colorgan {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    c = sub.add_parser(
+        "colorize",
+        help="colourise image files and folders",
+        description="Colourise photos. Folders are walked recursively and their tree is kept under OUTDIR. "
+        "Inputs are never modified; outputs that already exist are skipped unless --overwrite.",
+    )
+    c.add_argument("inputs", nargs="+", metavar="INPUT", type=Path, help="image files or folders")
+    c.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
+    c.add_argument("--render-size", type=_render_size, default=256, metavar="N", help="short side the model sees (default 256)")
+    c.add_argument("--compare", action="store_true", help="also write NAME_compare.EXT: original and colour side by side")
+    c.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    c.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--weights", type=Path, metavar="PATH", help="a .safetensors weights file")
+    g.add_argument("--model", default=None, metavar="NAME", help="a shipped model by name (default: 'default')")
+    c.add_argument(
+        "--format",
+        default="same",
+        choices=["same", "png", "jpg", "tiff", "webp", "bmp"],
+        help="output format (default: the input's; 16-bit input keeps 16 bits in PNG and TIFF)",
+    )
+    c.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
+    c.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N", help="refuse images larger than N pixels")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar; errors and the summary only")
+    c.set_defaults(func=_cmd_colorize)
+    return p
+
+
+@dataclass
+class ColorizeSummary:
+    """What a colourise run did."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def line(self) -> str:
+        return f"{self.done} colourised, {self.skipped} skipped (already done), {self.failed} failed"
+
+
+def _output_path(outdir: Path, rel: Path, fmt: str) -> Path:
+    out = outdir / rel
+    if fmt != "same":
+        out = out.with_suffix(_FORMAT_SUFFIX[fmt])
+    return out
+
+
+def _compare_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}_compare{out.suffix}")
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def colorize_paths(
+    inputs: Sequence[Path],
+    outdir: Path,
+    *,
+    colorizer: "object",
+    render_size: int = 256,
+    compare: bool = False,
+    overwrite: bool = False,
+    fmt: str = "same",
+    quality: int = 95,
+    max_pixels: int | None = None,
+    progress: bool = True,
+    report=print,
+) -> ColorizeSummary:
+    """Colourise every image in ``inputs`` into ``outdir`` (the core of ``colorgan colorize``).
+
+    Each failure is reported through ``report(message)`` and counted; the rest goes on.
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from colorgan import io as cio
+    from colorgan.errors import ImageLoadError
+
+    summary = ColorizeSummary()
+    jobs: list[tuple[Path, Path]] = []
+    planned: dict[Path, Path] = {}
+    input_files: set[str] = set()
+    for inp in inputs:
+        try:
+            for file, rel in cio.iter_image_files([inp]):
+                # Never read our own outputs back (OUTDIR inside an input folder).
+                if _is_within(file, outdir) and not _is_within(inp, outdir):
+                    continue
+                out = _output_path(outdir, rel, fmt)
+                key = Path(os.path.abspath(out))
+                if key in planned:
+                    summary.failed += 1
+                    report(f"error: {file}: its output {out} would clash with that of {planned[key]}; skipped")
+                    continue
+                planned[key] = file
+                input_files.add(os.path.realpath(file))
+                jobs.append((file, out))
+        except ColorGANError as e:
+            summary.failed += 1
+            report(f"error: {e}")
+    if not jobs and summary.failed == 0:
+        report(f"error: no images found in {', '.join(str(i) for i in inputs)}")
+        summary.failed += 1
+        return summary
+
+    bar = tqdm(jobs, unit="img", disable=not progress, dynamic_ncols=True, desc="colourising")
+    for file, out in bar:
+        targets = [out] + ([_compare_path(out)] if compare else [])
+        if not overwrite and all(t.exists() for t in targets):
+            summary.skipped += 1
+            continue
+        try:
+            loaded = cio.load_image(file, max_pixels=max_pixels) if max_pixels else cio.load_image(file)
+            if loaded.kind == "colour":
+                report(f"warning: {file}: already in colour; only its luminance is used")
+            rgb = colorizer.colorize_loaded(loaded, render_size)  # type: ignore[attr-defined]
+            kw = dict(
+                bit_depth=loaded.bit_depth,
+                exif=loaded.exif,
+                icc_profile=loaded.icc_profile,
+                quality=quality,
+                inputs=input_files,
+                overwrite=True,
+            )
+            cio.save_image(out, rgb, alpha=loaded.alpha, **kw)
+            if compare:
+                side = np.concatenate([loaded.rgb.astype(np.float32), rgb], axis=1)
+                cio.save_image(_compare_path(out), side, **kw)
+            summary.done += 1
+        except (ColorGANError, ImageLoadError) as e:
+            summary.failed += 1
+            report(f"error: {e}")
+        except MemoryError:
+            summary.failed += 1
+            report(f"error: {file}: not enough memory to process this image")
+    return summary
+
+
+def _cmd_colorize(args: argparse.Namespace) -> int:
+    from colorgan.pipeline import Colorizer, resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        print(f"colorgan: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        colorizer = Colorizer.from_pretrained(args.weights if args.weights else args.model, device=device)
+    except ColorGANError as e:
+        print(f"colorgan: error: {e}", file=sys.stderr)
+        return 2
+    if args.output.exists() and not args.output.is_dir():
+        print(f"colorgan: error: {args.output}: exists and is not a folder", file=sys.stderr)
+        return 2
+
+    def report(msg: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(msg, file=sys.stderr)  # keeps the progress bar intact
+
+    summary = colorize_paths(
+        args.inputs,
+        args.output,
+        colorizer=colorizer,
+        render_size=args.render_size,
+        compare=args.compare,
+        overwrite=args.overwrite,
+        fmt=args.format,
+        quality=args.quality,
+        max_pixels=args.max_pixels,
+        progress=not args.quiet and sys.stderr.isatty(),
+        report=report,
+    )
+    print(f"{summary.line()}; outputs in {args.output}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``colorgan`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("colorgan: interrupted", file=sys.stderr)
+        return 130
+    except ColorGANError as e:
+        print(f"colorgan: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""Colorizer: L preserved, shapes and kinds kept, batching, determinism, OOM fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from colorgan import color
+from colorgan.errors import OutOfMemoryError
+from colorgan.pipeline import Colorizer, render_shape, resolve_device
+
+
+def _grey_photo(h=48, w=80, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = 0.5 + 0.3 * np.sin(xx / 5.0) * np.cos(yy / 7.0) + rng.normal(0, 0.05, (h, w))
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def _lab_L(rgb_uint8: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(rgb_uint8.astype(np.float64) / 255.0).permute(2, 0, 1)
+    return color.rgb_to_l(t)
+
+
+def test_render_shape_keeps_aspect_and_multiples():
+    assert render_shape(512, 768, 256) == (256, 384)
+    assert render_shape(768, 512, 256) == (384, 256)
+    h, w = render_shape(321, 481, 256)
+    assert h == 256 and w % 32 == 0 and abs(w / h - 481 / 321) < 0.1
+    assert render_shape(10, 10, 64) == (64, 64)
+
+
+def test_output_l_equals_input_l(tiny_colorizer):
+    grey = _grey_photo()
+    out = tiny_colorizer.colorize(Image.fromarray(grey, "L"), render_size=64)
+    assert out.mode == "RGB" and out.size == (80, 48)
+    arr = np.asarray(out)
+    assert np.abs(arr[..., 0].astype(int) - arr[..., 1]).max() > 0  # it did add colour
+    L_out = _lab_L(arr)
+    L_in = _lab_L(np.repeat(grey[..., None], 3, axis=2))
+    assert (L_out - L_in).abs().mean() < 0.5
+
+
+def test_numpy_dtypes_round_trip(tiny_colorizer):
+    grey = _grey_photo()
+    out8 = tiny_colorizer.colorize(grey, render_size=64)
+    assert out8.dtype == np.uint8 and out8.shape == (48, 80, 3)
+    out16 = tiny_colorizer.colorize(grey.astype(np.uint16) * 257, render_size=64)
+    assert out16.dtype == np.uint16 and out16.shape == (48, 80, 3)
+    outf = tiny_colorizer.colorize(grey.astype(np.float32) / 255, render_size=64)
+    assert outf.dtype == np.float32 and 0 <= outf.min() and outf.max() <= 1
+    # Same picture whatever the container.
+    assert np.abs(out16 / 65535.0 - out8 / 255.0).max() < 2 / 255
+    assert np.abs(outf - out8 / 255.0).max() < 1 / 255 + 1e-6
+
+
+def test_alpha_reattached_unchanged(tiny_colorizer):
+    grey = _grey_photo()
+    alpha = np.random.default_rng(1).integers(0, 256, grey.shape, dtype=np.uint8)
+    rgba = np.dstack([grey, grey, grey, alpha])
+    out = tiny_colorizer.colorize(Image.fromarray(rgba, "RGBA"), render_size=64)
+    assert out.mode == "RGBA"
+    assert np.array_equal(np.asarray(out)[..., 3], alpha)
+    out_arr = tiny_colorizer.colorize(rgba, render_size=64)
+    assert out_arr.shape == (48, 80, 4) and np.array_equal(out_arr[..., 3], alpha)
+
+
+def test_deterministic(tiny_colorizer):
+    grey = _grey_photo()
+    a = tiny_colorizer.colorize(grey, render_size=64)
+    b = tiny_colorizer.colorize(grey, render_size=64)
+    assert np.array_equal(a, b)
+
+
+def test_batch_equals_single(tiny_colorizer):
+    imgs = [_grey_photo(48, 80, 0), _grey_photo(48, 80, 1), _grey_photo(64, 40, 2)]
+    batch = tiny_colorizer.colorize_batch(imgs, render_size=64, batch_size=2)
+    for img, res in zip(imgs, batch):
+        single = tiny_colorizer.colorize(img, render_size=64)
+        assert res.shape == single.shape
+        assert np.abs(res.astype(int) - single.astype(int)).max() <= 1
+
+
+def test_colour_input_reduced_to_luminance(tiny_colorizer, caplog):
+    grey = _grey_photo()
+    rgb = np.dstack([grey, np.roll(grey, 7, axis=1), 255 - grey]).astype(np.uint8)
+    with caplog.at_level("WARNING"):
+        out = tiny_colorizer.colorize(rgb, render_size=64)
+    assert "already in colour" in caplog.text
+    assert (_lab_L(out) - _lab_L(rgb)).abs().mean() < 0.5
+
+
+def test_render_size_validated(tiny_colorizer):
+    with pytest.raises(ValueError, match="render_size"):
+        tiny_colorizer.colorize(_grey_photo(), render_size=10)
+
+
+def test_bad_input_type(tiny_colorizer):
+    with pytest.raises(TypeError):
+        tiny_colorizer.colorize("not an image")  # type: ignore[arg-type]
+
+
+class _OOMAbove(torch.nn.Module):
+    """Failure injection: behaves like a real model but raises OOM above a size."""
+
+    stride = 32
+
+    def __init__(self, inner: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.limit = limit
+        self.sizes: list[int] = []
+
+    def forward(self, x):
+        self.sizes.append(min(x.shape[-2:]))
+        if min(x.shape[-2:]) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return self.inner(x)
+
+
+def test_oom_falls_back_to_smaller_render_size(tiny_colorizer):
+    model = _OOMAbove(tiny_colorizer.model, limit=64)
+    c = Colorizer(model, device="cpu")
+    with pytest.warns(RuntimeWarning) as record:
+        out = c.colorize(_grey_photo(), render_size=256)
+    assert [str(w.message).split("; ")[1] for w in record] == ["retrying at 128", "retrying at 64"]
+    assert out.shape == (48, 80, 3)
+    assert model.sizes[:3] == [256, 128, 64]
+
+
+def test_oom_at_smallest_size_is_a_clear_error(tiny_colorizer):
+    c = Colorizer(_OOMAbove(tiny_colorizer.model, limit=0), device="cpu")
+    with pytest.warns(RuntimeWarning), pytest.raises(OutOfMemoryError, match="out of memory"):
+        c.colorize(_grey_photo(), render_size=128)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
+    with pytest.raises(ValueError):
+        resolve_device("nonsense")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_from_pretrained_without_default_model(monkeypatch):
+    from colorgan.errors import WeightsNotFoundError
+    from colorgan.models import hub
+
+    monkeypatch.setattr(hub, "shipped_weights_path", lambda name="default": None)
+    with pytest.raises(WeightsNotFoundError, match="no 'default' model is installed"):
+        Colorizer.from_pretrained()
