@@ -99,7 +99,10 @@ class FeatureLoss(nn.Module):
         with torch.no_grad():
             target = self.net(rgb_true.float())
         pred = self.net(rgb_pred.float())
-        return sum(w * F.l1_loss(p, t) for w, p, t in zip(self.weights, pred, target)) / len(pred)
+        # Relative L1 (divided by the target's mean activation): networks with very different
+        # activation scales (VGG on 0-255 input vs MobileNetV2) then share loss weights.
+        terms = [w * F.l1_loss(p, t) / (t.abs().mean() + 1e-3) for w, p, t in zip(self.weights, pred, target)]
+        return sum(terms) / len(terms)
 
 
 def critic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
