@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Tiny models run fastest on one thread, and one thread does not fight other processes (a
+# training run in the background, parallel CI jobs) in OpenMP barriers.
+torch.set_num_threads(1)
+
 
 def make_tiny_generator(seed: int = 0):
     from colorgan.models.generator import GeneratorConfig, SAUNet

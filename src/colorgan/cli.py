@@ -85,6 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N", help="refuse images larger than N pixels")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar; errors and the summary only")
     c.set_defaults(func=_cmd_colorize)
+
+    t = sub.add_parser(
+        "train",
+        help="train a generator with the NoGAN recipe",
+        description="Run a NoGAN recipe: pretrain the generator, then cycles of critic pretraining and a short "
+        "GAN phase that stops by itself at the inflection point. Resumable; works under torchrun.",
+    )
+    t.add_argument("--config", type=Path, default=None, help="a TOML recipe (default: built-in defaults)")
+    t.add_argument("--data", action="append", default=[], metavar="[NAME=]DIR[:WEIGHT]", help="a folder of colour photos (repeat to mix; weights optional)")
+    t.add_argument("--val", action="append", default=[], type=Path, metavar="DIR", help="validation folder (default: held out from --data)")
+    t.add_argument("--out", required=True, type=Path, metavar="RUNDIR", help="the run folder")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value, e.g. gan.lr_c=4e-4")
+    t.add_argument("--resume", action="store_true", help="continue the run in RUNDIR")
+    t.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=_cmd_train)
     return p
 
 
@@ -240,6 +256,43 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     )
     print(f"{summary.line()}; outputs in {args.output}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from colorgan.pipeline import resolve_device
+    from colorgan.train.config import SourceConfig, load_config, with_data
+    from colorgan.train.data import parse_source
+
+    try:
+        cfg = load_config(args.config, args.set)
+        if args.data:
+            sources = [parse_source(d) for d in args.data]
+            cfg = with_data(cfg, [SourceConfig(str(s.path), s.weight, s.name) for s in sources])
+        device = resolve_device(args.device)
+    except (ValueError, TypeError) as e:
+        print(f"colorgan: error: {e}", file=sys.stderr)
+        return 2
+    for src in cfg.data:
+        if not Path(src.path).exists():
+            print(f"colorgan: error: {src.path}: no such data folder", file=sys.stderr)
+            return 2
+    from colorgan.train.stages import run_training
+
+    logging.getLogger("colorgan").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        out = run_training(cfg, args.out, device=device, resume=args.resume, val_dirs=args.val or None, progress=not args.quiet)
+    except FileExistsError as e:
+        print(f"colorgan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"colorgan: interrupted; a checkpoint was saved, continue with --resume", file=sys.stderr)
+        return 130
+    except ValueError as e:
+        print(f"colorgan: error: {e}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained generator: {out}", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

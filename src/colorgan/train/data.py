@@ -19,7 +19,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,8 @@ __all__ = [
     "parse_source",
     "degrade_l",
     "load_crop",
-    "MixedCrops",
+    "StepBatches",
+    "make_sample",
     "is_greyscale",
     "fixed_batch",
     "holdout_split",
@@ -254,83 +255,91 @@ def load_crop(path: Path, size: int, rng: random.Random, scale: tuple[float, flo
     return arr
 
 
-class MixedCrops(torch.utils.data.IterableDataset):
-    """An endless, seeded stream of training samples mixed from several folders by weight.
+class StepBatches(torch.utils.data.Dataset):
+    """Training batches indexed by step: batch ``s`` depends only on (seed, stage, rank, s).
+
+    Making each batch a pure function of its step is what lets a run that was killed and resumed
+    from a checkpoint see exactly the batches an uninterrupted run would have seen, whatever the
+    number of DataLoader workers. Folders are mixed by weight; each distributed rank draws its
+    own batches (sharding by seed: no file lists to split, no duplicates between ranks).
 
     Each item is a dict of tensors:
-        ``l_in``: ``(1, S, S)`` degraded L, normalised to [-1, 1] (the generator's input);
-        ``l``: ``(1, S, S)`` clean L normalised; ``ab``: ``(2, S, S)`` ab / 110.
-
-    With several DataLoader workers or distributed ranks, each (rank, worker) pair gets its own
-    seeded stream, so no two produce the same crops.
+        ``l_in``: ``(B, 1, S, S)`` degraded L, normalised to [-1, 1] (the generator's input);
+        ``l``: ``(B, 1, S, S)`` clean L normalised; ``ab``: ``(B, 2, S, S)`` ab / 110.
 
     Args:
         sources: (files, weight) per folder.
         size: crop size (a multiple of 32).
+        batch_size: crops per batch.
         degrade: degradations for ``l_in`` (None: clean).
         seed: base seed.
-        rank, world_size: distributed position (data sharded by rank through the seed).
+        stream: a name that separates the stages' streams.
+        rank: distributed rank.
+        length: number of steps (the dataset's length).
     """
 
     def __init__(
         self,
         sources: Sequence[tuple[Sequence[Path], float]],
         size: int,
+        batch_size: int,
         degrade: DegradeConfig | None = None,
         seed: int = 0,
+        stream: str = "",
         rank: int = 0,
-        world_size: int = 1,
+        length: int = 10**9,
     ) -> None:
         super().__init__()
         self.sources = [(list(files), float(w)) for files, w in sources if len(files) > 0]
         if not self.sources:
             raise ValueError("no training images found in the data folders")
         self.size = size
+        self.batch_size = batch_size
         self.degrade = degrade
         self.seed = seed
+        self.stream = stream
         self.rank = rank
-        self.world_size = world_size
-        self.skipped = 0  # greyscale or unreadable files met (per worker)
+        self.length = length
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else 0
-        n_workers = info.num_workers if info is not None else 1
-        # One independent stream per (rank, worker): sharding by seed, no file lists to split.
-        stream = self.rank * n_workers + worker
-        rng = random.Random(self.seed * 1_000_003 + stream)
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        # str seeds are hashed with SHA-512 by random.Random: stable across processes and runs.
+        rng = random.Random(f"{self.seed}:{self.stream}:{self.rank}:{step}")
         weights = [w for _, w in self.sources]
-        if info is not None:
-            torch.set_num_threads(1)  # workers decode; the main process owns the cores for compute
-        while True:
+        items = []
+        attempts = 0
+        while len(items) < self.batch_size:
+            attempts += 1
+            if attempts > 50 * self.batch_size:
+                raise RuntimeError("too many unreadable or greyscale files in the training folders")
             files, _ = rng.choices(self.sources, weights=weights)[0]
-            path = files[rng.randrange(len(files))]
-            arr = load_crop(path, self.size, rng)
-            if arr is None:
-                self.skipped += 1
-                continue
-            yield self.make_sample(arr, rng)
+            arr = load_crop(files[rng.randrange(len(files))], self.size, rng)
+            if arr is not None:
+                items.append(make_sample(arr, self.degrade, rng))
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
-    def make_sample(self, arr: np.ndarray, rng: random.Random) -> dict[str, torch.Tensor]:
-        """``(S, S, 3)`` float RGB -> the sample dict (see class docstring)."""
-        rgb = torch.from_numpy(arr).permute(2, 0, 1)
-        lab = color.rgb_to_lab(rgb)
-        L, ab = lab[:1], lab[1:]
-        L_in = degrade_l(L, self.degrade, rng) if self.degrade is not None else L
-        return {"l_in": color.normalize_l(L_in), "l": color.normalize_l(L), "ab": color.normalize_ab(ab)}
+
+def make_sample(arr: np.ndarray, degrade: DegradeConfig | None, rng: random.Random) -> dict[str, torch.Tensor]:
+    """``(S, S, 3)`` float RGB -> ``{"l_in": (1,S,S), "l": (1,S,S), "ab": (2,S,S)}`` normalised."""
+    rgb = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    lab = color.rgb_to_lab(rgb)
+    L, ab = lab[:1], lab[1:]
+    L_in = degrade_l(L, degrade, rng) if degrade is not None else L
+    return {"l_in": color.normalize_l(L_in), "l": color.normalize_l(L), "ab": color.normalize_ab(ab)}
 
 
 def fixed_batch(files: Sequence[Path], size: int, n: int, seed: int = 1234) -> dict[str, torch.Tensor]:
     """A fixed, clean (undegraded) validation batch of ``n`` centre-ish crops, the same every call."""
     rng = random.Random(seed)
-    ds = MixedCrops([(files, 1.0)], size, None, seed)
     items = []
     order = list(files)
     rng.shuffle(order)
     for p in order:
         arr = load_crop(p, size, rng, scale=(1.0, 1.0))
         if arr is not None:
-            items.append(ds.make_sample(arr, rng))
+            items.append(make_sample(arr, None, rng))
         if len(items) == n:
             break
     if not items:

@@ -1,214 +1,642 @@
-"""Training stages of the NoGAN schedule.
+"""The NoGAN schedule: pretrain the generator, pretrain the critic, short TTUR GAN phases, cycles.
 
-This module holds the generator pretraining stage: L1 on ab plus a feature loss, with the
-pretrained encoder frozen for the first steps (so the random decoder cannot wreck its ImageNet
-features) and then fine-tuned at a lower learning rate. Every stage is resumable from its last
-atomic checkpoint and never re-run once finished.
+``run_training`` runs a whole recipe into a run folder::
+
+    RUN/config.json                 the recipe (asdict)
+    RUN/progress.json               stages finished so far (a finished stage never re-runs)
+    RUN/state/generator.pt, critic.pt   the networks as the last finished stage left them
+    RUN/stages/NN_name/             each stage: checkpoint.pt, log.csv, curves.png, grids/
+    RUN/generator.safetensors       the exported generator (fp16), loadable by Colorizer
+
+Every stage checkpoints atomically every N steps, including optimiser and RNG states; batches are
+a pure function of (seed, stage, rank, step) (see :class:`~colorgan.train.data.StepBatches`), so
+a run that was killed (even with ``kill -9``) and resumed ends in the same state as one that was
+not, losing only the steps since the last checkpoint. Ctrl-C saves a checkpoint before exiting.
+
+With ``torchrun``, every process trains on its own shard (by seed) under
+DistributedDataParallel (gloo on CPU, nccl on GPUs); only rank 0 writes files.
 """
 
 from __future__ import annotations
 
-import csv
+import json
 import logging
 import math
-import random
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 
 from colorgan.train.checkpoint import load_checkpoint, save_checkpoint
-from colorgan.train.data import DegradeConfig, MixedCrops
-from colorgan.train.losses import FeatureLoss, pixel_loss, render_rgb
+from colorgan.train.config import GanConfig, PretrainCConfig, PretrainGConfig, TrainConfig
+from colorgan.train.data import StepBatches, fixed_batch, holdout_split, scan_images
+from colorgan.train.losses import FeatureLoss, critic_loss, generator_adv_loss, pixel_loss, render_rgb
+from colorgan.train.monitor import CsvLog, Plateau, plot_curves, save_grid, val_scores
 
-__all__ = ["PretrainGConfig", "pretrain_generator", "chroma_stats"]
+__all__ = [
+    "Context",
+    "plan_stages",
+    "pretrain_generator",
+    "pretrain_critic",
+    "train_gan",
+    "run_training",
+    "build_context",
+]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PretrainGConfig:
-    """Generator pretraining: L1 + feature loss.
-
-    Attributes:
-        steps: optimiser steps in the stage.
-        batch_size: images per step.
-        sizes: progressive crop sizes, each used for an equal share of the steps.
-        lr: peak learning rate of the decoder (cosine decay after a short warm-up).
-        encoder_lr_mult: encoder learning rate = lr * this, once unfrozen.
-        freeze_encoder_frac: share of the steps with the encoder frozen.
-        l1_weight, feature_weight: loss weights.
-        feature_net: ``mobilenet_v2`` or ``vgg19``.
-        checkpoint_every: steps between checkpoints.
-        eval_every: steps between validation scores.
-        workers: DataLoader worker processes.
-        seed: base seed.
-    """
-
-    steps: int = 1000
-    batch_size: int = 16
-    sizes: tuple[int, ...] = (128,)
-    lr: float = 1e-3
-    encoder_lr_mult: float = 0.1
-    freeze_encoder_frac: float = 0.25
-    l1_weight: float = 1.0
-    feature_weight: float = 1.0
-    feature_net: str = "mobilenet_v2"
-    checkpoint_every: int = 100
-    eval_every: int = 200
-    workers: int = 1
-    seed: int = 0
-    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+# --------------------------------------------------------------------------- context
 
 
-def chroma_stats(ab_norm: torch.Tensor) -> torch.Tensor:
-    """Mean chroma (sqrt(a^2 + b^2), in ab units) per image: ``(B, 2, H, W) -> (B,)``."""
-    ab = ab_norm.float() * 110.0
-    return ab.square().sum(1).sqrt().mean(dim=(1, 2))
+@dataclass
+class Context:
+    """What every stage needs: recipe, folders, data, validation batch, device, process group."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    sources: list[tuple[list[Path], float]]
+    val: dict[str, torch.Tensor]
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    progress: bool = True
+    stop_after: int | None = None  # test hook: stop (as if killed) after this many steps in total
+    _feature_loss: FeatureLoss | None = field(default=None, repr=False)
+    steps_done: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def amp(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self):
+        # bf16 autocast on GPUs (no loss scaling needed); plain fp32 on CPU, where bf16 is slower.
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
+
+    def feature_loss(self) -> FeatureLoss:
+        if self._feature_loss is None:
+            self._feature_loss = FeatureLoss(self.cfg.feature_net).to(self.device)
+        return self._feature_loss
+
+    def loader(self, stream: str, size: int, batch_size: int, start: int, steps: int, degrade: bool = True) -> Iterator[dict]:
+        ds = StepBatches(
+            self.sources,
+            size,
+            batch_size,
+            self.cfg.degrade if degrade else None,
+            seed=self.cfg.seed,
+            stream=stream,
+            rank=self.rank,
+            length=steps,
+        )
+        dl = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(ds, range(start, steps)),
+            batch_size=None,
+            num_workers=self.cfg.workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=2 if self.cfg.workers > 0 else None,
+            # Its own generator: creating a loader must not draw from the global RNG, or a resumed
+            # run (which creates loaders at different points) would drift from an uninterrupted one.
+            generator=torch.Generator().manual_seed(self.cfg.seed),
+        )
+        return iter(dl)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
 
 
-def _size_at(cfg: PretrainGConfig, step: int) -> int:
-    i = min(len(cfg.sizes) - 1, step * len(cfg.sizes) // max(1, cfg.steps))
-    return cfg.sizes[i]
+class _Interrupted(Exception):
+    """Raised by the test hook ``stop_after`` to simulate a kill after a checkpoint."""
+
+
+def _tick(ctx: Context) -> None:
+    ctx.steps_done += 1
+    if ctx.stop_after is not None and ctx.steps_done >= ctx.stop_after:
+        raise _Interrupted()
+
+
+def _unwrap(m: nn.Module) -> nn.Module:
+    return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
+
+
+def _wrap(m: nn.Module, ctx: Context) -> nn.Module:
+    if ctx.world_size <= 1:
+        return m
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(m, device_ids=ids)
+
+
+def _rng_state() -> dict[str, Any]:
+    s = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _bar(ctx: Context, total: int, start: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc=desc, unit="step", disable=not (ctx.progress and ctx.is_main), dynamic_ncols=True)
 
 
 def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
+    """Linear warm-up then cosine decay to 5% of the peak."""
+    warmup = min(warmup, max(1, total // 10))
     if step < warmup:
         return (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def _loader(sources, size: int, cfg: PretrainGConfig, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-    ds = MixedCrops(sources, size, cfg.degrade, seed=seed)
-    dl = torch.utils.data.DataLoader(
-        ds, batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0
-    )
-    return iter(dl)
-
-
 @torch.no_grad()
-def evaluate_generator(generator: nn.Module, val: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
-    """L1 in ab and colourfulness ratio (predicted / true mean chroma) on a fixed batch."""
-    was_training = generator.training
-    generator.eval()
-    ab = generator(val["l"].to(device)).float().cpu()
-    generator.train(was_training)
-    true_c = chroma_stats(val["ab"]).mean().item()
-    pred_c = chroma_stats(ab).mean().item()
-    return {
-        "val_l1_ab": pixel_loss(ab, val["ab"]).item() * 110.0,
-        "val_chroma_ratio": pred_c / max(true_c, 1e-6),
-    }
+def evaluate(generator: nn.Module, ctx: Context) -> tuple[dict[str, float], torch.Tensor]:
+    """Critic-independent validation scores of the generator on the fixed batch."""
+    g = _unwrap(generator)
+    was = g.training
+    g.eval()
+    with ctx.autocast():
+        ab = torch.cat([g(ctx.val["l"][i : i + 16].to(ctx.device)).float() for i in range(0, len(ctx.val["l"]), 16)])
+    g.train(was)
+    return val_scores(ab, ctx.val["ab"]), ab.cpu()
 
 
-def pretrain_generator(
-    generator: nn.Module,
-    sources,
-    out_dir: str | Path,
-    cfg: PretrainGConfig,
-    *,
-    device: str | torch.device = "cpu",
-    val: dict[str, torch.Tensor] | None = None,
-    feature_loss: FeatureLoss | None = None,
-) -> dict[str, float]:
-    """Pretrain the generator alone; resumes from ``out_dir/pretrain_g.pt`` if present.
+# --------------------------------------------------------------------------- stage 1: generator
 
-    Args:
-        generator: a SAUNet (its ``encoder`` is frozen for the first part of the stage).
-        sources: ``[(files, weight), ...]`` of colour photos.
-        out_dir: the stage's folder (checkpoint, CSV log).
-        cfg: the stage's settings.
-        device: where to train.
-        val: a fixed validation batch (see :func:`colorgan.train.data.fixed_batch`).
-        feature_loss: a prepared feature loss (built from ``cfg.feature_net`` when None).
+
+def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg: PretrainGConfig) -> dict[str, float]:
+    """Pretrain the generator alone: L1 + feature loss; encoder frozen first, then fine-tuned.
 
     Returns:
-        The last validation scores (empty without ``val``).
+        The last validation scores.
     """
-    device = torch.device(device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out_dir / "pretrain_g.pt"
-    generator.to(device).train()
-    if cfg.feature_weight > 0 and feature_loss is None:
-        feature_loss = FeatureLoss(cfg.feature_net)
-    if feature_loss is not None:
-        feature_loss.to(device)
-    enc_params = list(generator.encoder.parameters())
-    enc_ids = {id(p) for p in enc_params}
-    dec_params = [p for p in generator.parameters() if id(p) not in enc_ids]
+    g = generator.to(ctx.device).train()
+    if ctx.device.type == "cuda":
+        g = g.to(memory_format=torch.channels_last)
+    enc_ids = {id(p) for p in g.encoder.parameters()}
+    dec = [p for p in g.parameters() if id(p) not in enc_ids]
     opt = torch.optim.Adam(
-        [{"params": dec_params, "lr": cfg.lr}, {"params": enc_params, "lr": cfg.lr * cfg.encoder_lr_mult}],
+        [{"params": dec, "lr": cfg.lr}, {"params": list(g.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_mult}],
         betas=(0.9, 0.99),
     )
-    base_lrs = [cfg.lr, cfg.lr * cfg.encoder_lr_mult]
+    ckpt = stage_dir / "checkpoint.pt"
     step = 0
-    state = load_checkpoint(ckpt_path)
+    state = load_checkpoint(ckpt, ctx.device)
     if state is not None:
-        generator.load_state_dict(state["generator"])
-        opt.load_state_dict(state["optimizer"])
+        g.load_state_dict(state["generator"])
+        opt.load_state_dict(state["opt_g"])
+        _set_rng_state(state["rng"])
         step = int(state["step"])
-        log.info("resumed generator pretraining at step %d", step)
-    if step >= cfg.steps:
-        return dict(state.get("scores", {})) if state else {}
-
+        log.info("resuming %s at step %d", stage_dir.name, step)
+    gw = _wrap(g, ctx)
+    feat_loss = ctx.feature_loss() if cfg.feature_weight > 0 else None
     freeze_steps = int(cfg.freeze_encoder_frac * cfg.steps)
-    size = _size_at(cfg, step)
-    it = _loader(sources, size, cfg, cfg.seed + step)
-    log_path = out_dir / "pretrain_g.csv"
-    new_log = not log_path.exists()
-    scores: dict[str, float] = {}
+    csv_log = CsvLog(stage_dir / "log.csv", ["step", "size", "loss", "l1", "feature", "lr", "img_per_s", "l1_ab", "chroma_ratio", "hist_js", "score"]) if ctx.is_main else None
+    scores: dict[str, float] = dict(state.get("scores", {})) if state else {}
+
+    def save() -> None:
+        if ctx.is_main:
+            save_checkpoint({"generator": g.state_dict(), "opt_g": opt.state_dict(), "rng": _rng_state(), "step": step, "scores": scores}, ckpt)
+
+    n_sizes = len(cfg.sizes)
+    bounds = [cfg.steps * (i + 1) // n_sizes for i in range(n_sizes)]
+    bar = _bar(ctx, cfg.steps, step, stage_dir.name)
     t0, seen = time.time(), 0
-    with open(log_path, "a", newline="") as f:
-        writer = csv.writer(f)
-        if new_log:
-            writer.writerow(["step", "size", "loss", "l1", "feature", "lr", "img_per_s", "val_l1_ab", "val_chroma_ratio"])
+    try:
         while step < cfg.steps:
-            if _size_at(cfg, step) != size:
-                size = _size_at(cfg, step)
-                it = _loader(sources, size, cfg, cfg.seed + step)
-            frozen = step < freeze_steps
-            generator.encoder.requires_grad_(not frozen)
-            generator.encoder.train(not frozen)  # frozen: keep ImageNet BatchNorm statistics
-            batch = next(it)
-            l_in, l, ab_true = (batch[k].to(device, non_blocking=True) for k in ("l_in", "l", "ab"))
-            fac = _lr_factor(step, cfg.steps)
-            for g, base in zip(opt.param_groups, base_lrs):
-                g["lr"] = base * fac
-            ab = generator(l_in)
-            l1 = pixel_loss(ab, ab_true)
-            loss = cfg.l1_weight * l1
-            feat = torch.zeros(())
-            if feature_loss is not None and cfg.feature_weight > 0:
-                feat = feature_loss(render_rgb(l, ab), render_rgb(l, ab_true))
-                loss = loss + cfg.feature_weight * feat
+            phase = next(i for i, b in enumerate(bounds) if step < b)
+            size = cfg.sizes[phase]
+            for batch in ctx.loader(f"pretrain_g:{size}", size, cfg.batch_size, step, bounds[phase]):
+                frozen = step < freeze_steps
+                # Frozen encoder: its learning rate is 0 and BatchNorm keeps ImageNet statistics.
+                # (lr = 0 rather than requires_grad=False keeps DistributedDataParallel's hooks valid.)
+                g.encoder.train(not frozen)
+                fac = _lr_factor(step, cfg.steps)
+                opt.param_groups[0]["lr"] = cfg.lr * fac
+                opt.param_groups[1]["lr"] = 0.0 if frozen else cfg.lr * cfg.encoder_lr_mult * fac
+                l_in, l, ab_true = (batch[k].to(ctx.device, non_blocking=True) for k in ("l_in", "l", "ab"))
+                with ctx.autocast():
+                    ab = gw(l_in).float()
+                l1 = pixel_loss(ab, ab_true)
+                loss = cfg.l1_weight * l1
+                feat = torch.zeros((), device=ctx.device)
+                if feat_loss is not None:
+                    feat = feat_loss(render_rgb(l, ab), render_rgb(l, ab_true))
+                    loss = loss + cfg.feature_weight * feat
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(g.parameters(), 5.0)
+                opt.step()
+                step += 1
+                seen += l.shape[0] * ctx.world_size
+                bar.update(1)
+                row: dict[str, Any] = {}
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    scores, ab_val = evaluate(gw, ctx)
+                    row = scores
+                    if ctx.is_main:
+                        save_grid(ctx.val["l"], ab_val, ctx.val["ab"], stage_dir / "grids" / f"step{step:06d}.png")
+                if ctx.is_main and (step % 10 == 0 or row):
+                    rate = seen / max(1e-6, time.time() - t0)
+                    csv_log.write({"step": step, "size": size, "loss": loss.item(), "l1": l1.item(), "feature": feat.item(),
+                                   "lr": opt.param_groups[0]["lr"], "img_per_s": rate, **row})
+                    bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.1f}")
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    save()
+                _tick(ctx)
+    except KeyboardInterrupt:
+        save()
+        raise
+    finally:
+        bar.close()
+        if csv_log is not None:
+            csv_log.close()
+    if ctx.is_main:
+        plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss", "l1", "feature", "score"], "generator pretraining")
+    return scores
+
+
+# --------------------------------------------------------------------------- stage 2: critic
+
+
+def _critic_input(l_norm: torch.Tensor, ab_norm: torch.Tensor) -> torch.Tensor:
+    return torch.cat([l_norm, ab_norm], dim=1)
+
+
+def _accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
+    return 0.5 * ((real_logits > 0).float().mean().item() + (fake_logits < 0).float().mean().item())
+
+
+def pretrain_critic(generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: Path, cfg: PretrainCConfig, stream: str) -> dict[str, float]:
+    """Train the critic alone as a binary classifier: real photos vs the current generator's output.
+
+    Returns:
+        ``{"critic_acc": ...}``: the accuracy over the last 50 steps.
+    """
+    g = generator.to(ctx.device).eval()
+    c = critic.to(ctx.device).train()
+    opt = torch.optim.Adam(c.parameters(), lr=cfg.lr, betas=(0.5, 0.99))
+    ckpt = stage_dir / "checkpoint.pt"
+    step = 0
+    state = load_checkpoint(ckpt, ctx.device)
+    if state is not None:
+        c.load_state_dict(state["critic"])
+        opt.load_state_dict(state["opt_c"])
+        _set_rng_state(state["rng"])
+        step = int(state["step"])
+    cw = _wrap(c, ctx)
+    csv_log = CsvLog(stage_dir / "log.csv", ["step", "loss_c", "critic_acc", "img_per_s"]) if ctx.is_main else None
+    accs: list[float] = list(state.get("accs", [])) if state else []
+
+    def save() -> None:
+        if ctx.is_main:
+            save_checkpoint({"critic": c.state_dict(), "opt_c": opt.state_dict(), "rng": _rng_state(), "step": step, "accs": accs}, ckpt)
+
+    bar = _bar(ctx, cfg.steps, step, stage_dir.name)
+    t0, seen = time.time(), 0
+    try:
+        for batch in ctx.loader(stream, cfg.size, cfg.batch_size, step, cfg.steps):
+            l_in, l, ab_true = (batch[k].to(ctx.device, non_blocking=True) for k in ("l_in", "l", "ab"))
+            with torch.no_grad(), ctx.autocast():
+                ab_fake = _unwrap(g)(l_in).float()
+            with ctx.autocast():
+                # Real and fake in one forward: DDP needs one forward per backward.
+                logits = cw(torch.cat([_critic_input(l, ab_true), _critic_input(l, ab_fake)])).float()
+            real, fake = logits.chunk(2)
+            loss = critic_loss(real, fake)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(generator.parameters(), 5.0)
             opt.step()
             step += 1
-            seen += l.shape[0]
-            row_scores = {}
-            if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-                scores = evaluate_generator(generator, val, device)
-                row_scores = scores
-            if step % 10 == 0 or row_scores:
-                rate = seen / max(1e-6, time.time() - t0)
-                writer.writerow(
-                    [step, size, f"{loss.item():.5f}", f"{l1.item():.5f}", f"{feat.item():.5f}", f"{opt.param_groups[0]['lr']:.2e}", f"{rate:.2f}",
-                     f"{row_scores.get('val_l1_ab', float('nan')):.4f}", f"{row_scores.get('val_chroma_ratio', float('nan')):.4f}"]
-                )
-                f.flush()
-                log.info("step %d/%d size %d loss %.4f (l1 %.4f feat %.4f) %.1f img/s %s", step, cfg.steps, size,
-                         loss.item(), l1.item(), feat.item(), rate, row_scores or "")
+            seen += l.shape[0] * ctx.world_size
+            accs = (accs + [_accuracy(real, fake)])[-50:]
+            bar.update(1)
+            if ctx.is_main and (step % 10 == 0 or step == cfg.steps):
+                acc = sum(accs) / len(accs)
+                csv_log.write({"step": step, "loss_c": loss.item(), "critic_acc": acc, "img_per_s": seen / max(1e-6, time.time() - t0)})
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save_checkpoint(
-                    {"generator": generator.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                     "scores": scores, "config": repr(asdict(cfg))},
-                    ckpt_path,
-                )
-    return scores
+                save()
+            _tick(ctx)
+    except KeyboardInterrupt:
+        save()
+        raise
+    finally:
+        bar.close()
+        if csv_log is not None:
+            csv_log.close()
+    if ctx.is_main:
+        plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss_c", "critic_acc"], "critic pretraining")
+    return {"critic_acc": sum(accs) / max(1, len(accs))}
+
+
+# --------------------------------------------------------------------------- stage 3: GAN
+
+
+def train_gan(generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: Path, cfg: GanConfig, stream: str) -> dict[str, Any]:
+    """The GAN phase with TTUR; stops by itself at the inflection point and keeps the best generator.
+
+    Order of a step (pix2pix): the critic on detached fakes and reals, then the generator with the
+    critic frozen. Generator loss = adv_weight * adversarial + l1_weight * L1 + feature_weight *
+    feature.
+
+    Returns:
+        ``{"stop_reason", "best_step", "best_score", "scores"}``; the generator is left holding
+        the best weights.
+    """
+    g = generator.to(ctx.device).train()
+    c = critic.to(ctx.device).train()
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
+    opt_c = torch.optim.Adam(c.parameters(), lr=cfg.lr_c, betas=tuple(cfg.betas))
+    ckpt = stage_dir / "checkpoint.pt"
+    best_path = stage_dir / "best_generator.pt"
+    plateau = Plateau(cfg.patience, cfg.min_evals, cfg.critic_acc_high, cfg.critic_acc_low)
+    step = 0
+    stop_reason: str | None = None
+    accs: list[float] = []
+    state = load_checkpoint(ckpt, ctx.device)
+    if state is not None:
+        g.load_state_dict(state["generator"])
+        c.load_state_dict(state["critic"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_c.load_state_dict(state["opt_c"])
+        _set_rng_state(state["rng"])
+        plateau.load_state_dict(state["plateau"])
+        step = int(state["step"])
+        stop_reason = state.get("stop_reason")
+        accs = list(state.get("accs", []))
+    gw, cw = _wrap(g, ctx), _wrap(c, ctx)
+    feat_loss = ctx.feature_loss() if cfg.feature_weight > 0 else None
+    cols = ["step", "loss_c", "loss_g", "adv", "l1", "feature", "critic_acc", "img_per_s", "l1_ab", "chroma_ratio", "hist_js", "score", "best"]
+    csv_log = CsvLog(stage_dir / "log.csv", cols) if ctx.is_main else None
+    scores: dict[str, float] = {}
+
+    def save() -> None:
+        if ctx.is_main:
+            save_checkpoint(
+                {"generator": g.state_dict(), "critic": c.state_dict(), "opt_g": opt_g.state_dict(), "opt_c": opt_c.state_dict(),
+                 "rng": _rng_state(), "plateau": plateau.state_dict(), "step": step, "stop_reason": stop_reason, "accs": accs},
+                ckpt,
+            )
+
+    if plateau.evals == 0 and state is None:
+        # Score the starting point: the GAN phase must beat the generator it started from.
+        scores, ab_val = evaluate(gw, ctx)
+        plateau.update(0, scores["score"], 0.75)
+        plateau.evals = 0  # the baseline does not count towards min_evals
+        if ctx.is_main:
+            save_checkpoint({"generator": g.state_dict()}, best_path)
+            save_grid(ctx.val["l"], ab_val, ctx.val["ab"], stage_dir / "grids" / "step000000.png")
+    bar = _bar(ctx, cfg.steps, step, stage_dir.name)
+    t0, seen = time.time(), 0
+    try:
+        if stop_reason is None and step < cfg.steps:
+            for batch in ctx.loader(stream, cfg.size, cfg.batch_size, step, cfg.steps):
+                l_in, l, ab_true = (batch[k].to(ctx.device, non_blocking=True) for k in ("l_in", "l", "ab"))
+                # 1) critic on detached fakes and reals
+                with torch.no_grad(), ctx.autocast():
+                    ab_fake = g(l_in).float()
+                with ctx.autocast():
+                    logits = cw(torch.cat([_critic_input(l, ab_true), _critic_input(l, ab_fake)])).float()
+                real, fake = logits.chunk(2)
+                loss_c = critic_loss(real, fake)
+                opt_c.zero_grad(set_to_none=True)
+                loss_c.backward()
+                opt_c.step()
+                accs = (accs + [_accuracy(real, fake)])[-cfg.eval_every :]
+                # 2) generator with the critic frozen (the unwrapped critic: no DDP hooks)
+                c.requires_grad_(False)
+                with ctx.autocast():
+                    ab = gw(l_in).float()
+                    adv = generator_adv_loss(c(_critic_input(l, ab)).float())
+                l1 = pixel_loss(ab, ab_true)
+                feat = feat_loss(render_rgb(l, ab), render_rgb(l, ab_true)) if feat_loss is not None else torch.zeros((), device=ctx.device)
+                loss_g = cfg.adv_weight * adv + cfg.l1_weight * l1 + cfg.feature_weight * feat
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                c.requires_grad_(True)
+                step += 1
+                seen += l.shape[0] * ctx.world_size
+                bar.update(1)
+                row: dict[str, Any] = {}
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    scores, ab_val = evaluate(gw, ctx)
+                    acc = sum(accs) / max(1, len(accs))
+                    is_best, stop_reason = plateau.update(step, scores["score"], acc)
+                    row = {**scores, "best": int(is_best)}
+                    if ctx.is_main:
+                        if is_best:
+                            save_checkpoint({"generator": g.state_dict()}, best_path)
+                        save_grid(ctx.val["l"], ab_val, ctx.val["ab"], stage_dir / "grids" / f"step{step:06d}.png")
+                if ctx.is_main and (step % 10 == 0 or row):
+                    csv_log.write({"step": step, "loss_c": loss_c.item(), "loss_g": loss_g.item(), "adv": adv.item(), "l1": l1.item(),
+                                   "feature": feat.item(), "critic_acc": sum(accs) / len(accs),
+                                   "img_per_s": seen / max(1e-6, time.time() - t0), **row})
+                    bar.set_postfix(adv=f"{adv.item():.3f}", acc=f"{sum(accs) / len(accs):.2f}")
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop_reason:
+                    save()
+                _tick(ctx)
+                if stop_reason:
+                    break
+    except KeyboardInterrupt:
+        save()
+        raise
+    finally:
+        bar.close()
+        if csv_log is not None:
+            csv_log.close()
+    if stop_reason is None:
+        stop_reason = f"reached the step limit ({cfg.steps})"
+        save()
+    ctx.barrier()
+    best = load_checkpoint(best_path, ctx.device)
+    if best is not None:
+        g.load_state_dict(best["generator"])
+    result = {"stop_reason": stop_reason, "best_step": plateau.best_step, "best_score": plateau.best, "scores": scores}
+    if ctx.is_main:
+        log.info("%s stopped: %s; keeping step %d (score %.4f)", stage_dir.name, stop_reason, plateau.best_step, plateau.best)
+        plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss_c", "adv", "l1", "critic_acc", "score"], "GAN phase")
+    return result
+
+
+# --------------------------------------------------------------------------- the whole recipe
+
+
+def plan_stages(cfg: TrainConfig) -> list[tuple[str, str, int]]:
+    """``[(folder name, kind, cycle), ...]`` in order: pretrain_g, then cycles x (pretrain_c, gan)."""
+    plan = [("00_pretrain_g", "pretrain_g", 0)]
+    for cyc in range(1, cfg.cycles + 1):
+        plan.append((f"{2 * cyc - 1:02d}_pretrain_c_cycle{cyc}", "pretrain_c", cyc))
+        plan.append((f"{2 * cyc:02d}_gan_cycle{cyc}", "gan", cyc))
+    return plan
+
+
+def _dist_from_env(device: torch.device) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def build_context(cfg: TrainConfig, run_dir: Path, *, device: str | torch.device = "cpu", val_dirs: list[Path] | None = None, progress: bool = True) -> Context:
+    """Scan the data, split off validation (unless ``val_dirs``), set up the process group."""
+    rank, world, dev = _dist_from_env(torch.device(device))
+    if not cfg.data:
+        raise ValueError("no training data: give --data DIR (or [[data]] entries in the config)")
+    sources, held_out = [], []
+    for src in cfg.data:
+        files = scan_images(src.path)
+        if not files:
+            raise ValueError(f"{src.path}: no images found")
+        if val_dirs:
+            train = files
+        else:
+            train, va = holdout_split(files, cfg.val.holdout_every)
+            held_out += va
+            if not train:  # tiny folders: keep training on everything rather than nothing
+                train = files
+        sources.append((train, src.weight))
+    val_files = [f for d in val_dirs for f in scan_images(d)] if val_dirs else held_out
+    if not val_files:
+        val_files = [f for files, _ in sources for f in files]
+    val = fixed_batch(val_files, cfg.val.size, cfg.val.images, seed=cfg.seed + 1234)
+    if rank == 0:
+        log.info("training on %d files in %d folders; %d validation crops from %d held-out files",
+                 sum(len(f) for f, _ in sources), len(sources), len(val["l"]), len(val_files))
+    return Context(cfg=cfg, run_dir=run_dir, sources=sources, val=val, device=dev, rank=rank, world_size=world, progress=progress)
+
+
+def _read_progress(run_dir: Path) -> dict[str, Any]:
+    p = run_dir / "progress.json"
+    return json.loads(p.read_text()) if p.exists() else {"done": {}}
+
+
+def _write_progress(run_dir: Path, progress: dict[str, Any]) -> None:
+    tmp = run_dir / ".progress.json.tmp"
+    tmp.write_text(json.dumps(progress, indent=2))
+    os.replace(tmp, run_dir / "progress.json")
+
+
+def run_training(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    resume: bool = False,
+    val_dirs: list[Path] | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    on_stage: Callable[[str, dict], None] | None = None,
+) -> Path:
+    """Run (or resume) a whole NoGAN recipe and export the generator.
+
+    Args:
+        cfg: the recipe.
+        run_dir: the run folder (created; must be new or empty unless ``resume``).
+        device: where to train (under torchrun, CUDA ranks use their LOCAL_RANK GPU).
+        resume: continue a run in ``run_dir`` from its checkpoints.
+        val_dirs: folders for validation (default: held out from the training folders).
+        progress: show progress bars.
+        stop_after: test hook: stop as if killed after this many steps in total.
+        on_stage: called with (stage name, result) after each finished stage.
+
+    Returns:
+        The exported ``generator.safetensors``.
+    """
+    from colorgan.models import hub
+    from colorgan.models.critic import Critic
+    from colorgan.models.generator import SAUNet
+
+    run_dir = Path(run_dir)
+    torch.manual_seed(cfg.seed)
+    ctx = build_context(cfg, run_dir, device=device, val_dirs=val_dirs, progress=progress)
+    ctx.stop_after = stop_after
+    cfg_json = cfg.to_json()
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        existing = run_dir / "config.json"
+        if existing.exists():
+            if not resume:
+                raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
+            if existing.read_text() != cfg_json:
+                log.warning("the recipe differs from the one this run started with; continuing with the new one")
+        existing.write_text(cfg_json)
+    ctx.barrier()
+
+    gen_cfg, crit_cfg = cfg.generator_config(), cfg.critic_config()
+    use_pretrained = gen_cfg.encoder != "simple" and not cfg.init_generator
+    torch.manual_seed(cfg.seed)
+    generator = SAUNet(gen_cfg, pretrained_encoder=use_pretrained)
+    if cfg.init_generator:
+        init = hub.load_model(cfg.init_generator, expect_kind="generator")
+        if init.config != gen_cfg:
+            raise ValueError(f"{cfg.init_generator}: its architecture differs from the recipe's generator")
+        generator.load_state_dict(init.state_dict())
+    critic = Critic(crit_cfg)
+    state_dir = run_dir / "state"
+    progress_state = _read_progress(run_dir)
+    if (state_dir / "generator.pt").exists():
+        generator.load_state_dict(torch.load(state_dir / "generator.pt", map_location="cpu", weights_only=True))
+    if (state_dir / "critic.pt").exists():
+        critic.load_state_dict(torch.load(state_dir / "critic.pt", map_location="cpu", weights_only=True))
+
+    for name, kind, cycle in plan_stages(cfg):
+        if name in progress_state["done"]:
+            continue
+        stage_dir = run_dir / "stages" / name
+        if ctx.is_main:
+            stage_dir.mkdir(parents=True, exist_ok=True)
+        ctx.barrier()
+        t0 = time.time()
+        if kind == "pretrain_g":
+            result: dict[str, Any] = pretrain_generator(generator, ctx, stage_dir, cfg.pretrain_g) if cfg.pretrain_g.steps > 0 else {}
+        elif kind == "pretrain_c":
+            result = pretrain_critic(generator, critic, ctx, stage_dir, cfg.pretrain_c, stream=f"pretrain_c:{cycle}")
+        else:
+            result = train_gan(generator, critic, ctx, stage_dir, cfg.gan, stream=f"gan:{cycle}")
+        result = {**result, "seconds": time.time() - t0}
+        if ctx.is_main:
+            save_checkpoint(_unwrap(generator).state_dict(), state_dir / "generator.pt")
+            save_checkpoint(_unwrap(critic).state_dict(), state_dir / "critic.pt")
+            progress_state["done"][name] = json.loads(json.dumps(result, default=float))
+            _write_progress(run_dir, progress_state)
+            log.info("finished %s: %s", name, result)
+        ctx.barrier()
+        if on_stage is not None:
+            on_stage(name, result)
+
+    out = run_dir / "generator.safetensors"
+    if ctx.is_main:
+        hub.save_model(
+            _unwrap(generator).eval(),
+            out,
+            dtype=torch.float16,
+            extra={"training": json.dumps({"recipe": json.loads(cfg_json), "stages": progress_state["done"]})},
+        )
+        log.info("exported %s", out)
+    ctx.barrier()
+    return out
+
