@@ -39,7 +39,7 @@ def main() -> None:
             Path(__file__).parents[1] / "configs" / "default.toml",
             [f"data=[{data}]", f'feature_net="{net}"', "cycles=0", f"pretrain_g.steps={args.steps}",
              f"pretrain_g.sizes=[{args.size}]", f"pretrain_g.batch_size={args.batch_size}", f"pretrain_g.feature_weight={fw}",
-             f"pretrain_g.eval_every={args.steps}", f"pretrain_g.checkpoint_every={args.steps}", "val.size=128"],
+             f"pretrain_g.eval_every={args.steps}", f"pretrain_g.checkpoint_every={args.steps}", "val.size=128", f"gan.feature_weight={fw}"],
         )
         with tempfile.TemporaryDirectory() as tmp:
             run_training(cfg, Path(tmp) / "run", device=args.device, progress=False)
