@@ -188,3 +188,22 @@ def test_console_script_entry_point(tmp_path, tiny_weights):
     assert (tmp_path / "out" / "p.png").is_file()
     r = subprocess.run([sys.executable, "-m", "colorgan", "--version"], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0 and "colorgan" in r.stdout
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".bmp", ".webp"])
+def test_output_file_keeps_input_luminance(tmp_path, tiny_weights, capsys, suffix):
+    """L of the written 8-bit file equals L of the input file (mean |dL| < 0.5)."""
+    import torch
+
+    from colorgan import color
+    from colorgan.io import load_image
+
+    src = _photo(tmp_path / f"p{suffix}", size=(64, 48), seed=4, **({"lossless": True} if suffix == ".webp" else {}))
+    code, err = _run(["colorize", src, "-o", tmp_path / "out", "--weights", tiny_weights, "--render-size", "64", "-q"], capsys)
+    assert code == 0, err
+    a = load_image(src).rgb
+    b = load_image(tmp_path / "out" / src.name).rgb
+    assert np.abs(b[..., 0] - b[..., 2]).max() > 0.01  # coloured
+    La = color.rgb_to_l(torch.from_numpy(a).permute(2, 0, 1).double())
+    Lb = color.rgb_to_l(torch.from_numpy(b).permute(2, 0, 1).double())
+    assert (La - Lb).abs().mean() < 0.5
