@@ -199,3 +199,44 @@ def test_torchrun_two_cpu_processes(tmp_path, photo_dir):
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "ddp" / "generator.safetensors").is_file()
     assert r.stderr.count("trained generator:") == 1  # only rank 0 reports and writes
+
+
+def test_greyscale_files_are_counted_in_the_log(tmp_path):
+    """A folder with grey files: they are skipped while sampling and the count is logged."""
+    import csv as _csv
+
+    from colorgan.train.stages import run_training
+
+    d = tmp_path / "mix"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray((rng.random((48, 48, 3)) * 255).astype(np.uint8)).save(d / f"c{i}.png")
+        Image.fromarray((rng.random((48, 48)) * 255).astype(np.uint8)).convert("RGB").save(d / f"g{i}.png")
+    cfg = load_config(TINY, [f'data=[{{path="{d}"}}]', "cycles=0", "pretrain_g.sizes=[32]"])
+    run_training(cfg, tmp_path / "run", progress=False)
+    rows = list(_csv.DictReader(open(tmp_path / "run" / "stages" / "00_pretrain_g" / "log.csv")))
+    assert int(rows[-1]["skipped_files"]) > 0
+
+
+@pytest.mark.slow
+def test_real_sigkill_then_resume(tmp_path, photo_dir):
+    """kill -9 of a real `colorgan train` process mid-run, then --resume: the run completes."""
+    import signal
+    import time
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "colorgan", "train", "--config", str(TINY), "--data", str(photo_dir),
+           "--out", str(tmp_path / "run"), "--device", "cpu", "-q", "--set", "gan.steps=200", "--set", "gan.patience=1000"]
+    p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    ckpt = tmp_path / "run" / "stages" / "02_gan_cycle1" / "checkpoint.pt"
+    t0 = time.time()
+    while not ckpt.exists() and time.time() - t0 < 120:
+        time.sleep(0.2)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (tmp_path / "run" / "generator.safetensors").exists()
+    r = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "run" / "generator.safetensors").is_file()

@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_cmd_train)
+
+    from colorgan.eval.cli import add_evaluate_parser
+
+    add_evaluate_parser(sub)
     return p
 
 

@@ -40,12 +40,14 @@ SHIPPED: dict[str, str] = {"default": "colorgan-default.safetensors"}
 
 def _builders() -> dict[str, tuple[Callable[[dict], Any], Callable[[Any], nn.Module]]]:
     # Imported lazily so that reading metadata needs no model code.
+    from colorgan.models.baselines import MeanChromaConfig, MeanChromaModel
     from colorgan.models.critic import Critic, CriticConfig
     from colorgan.models.generator import GeneratorConfig, SAUNet
 
     return {
         "generator": (GeneratorConfig.from_dict, lambda cfg: SAUNet(cfg)),
         "critic": (CriticConfig.from_dict, lambda cfg: Critic(cfg)),
+        "mean_chroma": (MeanChromaConfig.from_dict, lambda cfg: MeanChromaModel(cfg)),
     }
 
 

@@ -265,7 +265,8 @@ class StepBatches(torch.utils.data.Dataset):
 
     Each item is a dict of tensors:
         ``l_in``: ``(B, 1, S, S)`` degraded L, normalised to [-1, 1] (the generator's input);
-        ``l``: ``(B, 1, S, S)`` clean L normalised; ``ab``: ``(B, 2, S, S)`` ab / 110.
+        ``l``: ``(B, 1, S, S)`` clean L normalised; ``ab``: ``(B, 2, S, S)`` ab / 110;
+        ``skipped``: ``()`` int64, files drawn for this batch but skipped as greyscale or unreadable.
 
     Args:
         sources: (files, weight) per folder.
@@ -318,7 +319,9 @@ class StepBatches(torch.utils.data.Dataset):
             arr = load_crop(files[rng.randrange(len(files))], self.size, rng)
             if arr is not None:
                 items.append(make_sample(arr, self.degrade, rng))
-        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        batch["skipped"] = torch.tensor(attempts - len(items))
+        return batch
 
 
 def make_sample(arr: np.ndarray, degrade: DegradeConfig | None, rng: random.Random) -> dict[str, torch.Tensor]:

@@ -206,12 +206,13 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
     gw = _wrap(g, ctx)
     feat_loss = ctx.feature_loss() if cfg.feature_weight > 0 else None
     freeze_steps = int(cfg.freeze_encoder_frac * cfg.steps)
-    csv_log = CsvLog(stage_dir / "log.csv", ["step", "size", "loss", "l1", "feature", "lr", "img_per_s", "l1_ab", "chroma_ratio", "hist_js", "score"]) if ctx.is_main else None
+    csv_log = CsvLog(stage_dir / "log.csv", ["step", "size", "loss", "l1", "feature", "lr", "img_per_s", "skipped_files", "l1_ab", "chroma_ratio", "hist_js", "score"]) if ctx.is_main else None
+    skipped = int(state.get("skipped", 0)) if state else 0
     scores: dict[str, float] = dict(state.get("scores", {})) if state else {}
 
     def save() -> None:
         if ctx.is_main:
-            save_checkpoint({"generator": g.state_dict(), "opt_g": opt.state_dict(), "rng": _rng_state(), "step": step, "scores": scores}, ckpt)
+            save_checkpoint({"generator": g.state_dict(), "opt_g": opt.state_dict(), "rng": _rng_state(), "step": step, "scores": scores, "skipped": skipped}, ckpt)
 
     n_sizes = len(cfg.sizes)
     bounds = [cfg.steps * (i + 1) // n_sizes for i in range(n_sizes)]
@@ -230,6 +231,8 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
                 opt.param_groups[0]["lr"] = cfg.lr * fac
                 opt.param_groups[1]["lr"] = 0.0 if frozen else cfg.lr * cfg.encoder_lr_mult * fac
                 l_in, l, ab_true = (batch[k].to(ctx.device, non_blocking=True) for k in ("l_in", "l", "ab"))
+                # Greyscale (and unreadable) files met while sampling: counted, logged, never trained on.
+                skipped += int(batch["skipped"])
                 with ctx.autocast():
                     ab = gw(l_in).float()
                 l1 = pixel_loss(ab, ab_true)
@@ -254,7 +257,7 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
                 if ctx.is_main and (step % 10 == 0 or row):
                     rate = seen / max(1e-6, time.time() - t0)
                     csv_log.write({"step": step, "size": size, "loss": loss.item(), "l1": l1.item(), "feature": feat.item(),
-                                   "lr": opt.param_groups[0]["lr"], "img_per_s": rate, **row})
+                                   "lr": opt.param_groups[0]["lr"], "img_per_s": rate, "skipped_files": skipped, **row})
                     bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.1f}")
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     save()
@@ -267,8 +270,10 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
         if csv_log is not None:
             csv_log.close()
     if ctx.is_main:
+        if skipped:
+            log.info("%s: %d greyscale or unreadable files were skipped while sampling", stage_dir.name, skipped)
         plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss", "l1", "feature", "score"], "generator pretraining")
-    return scores
+    return {**scores, "skipped_files": skipped}
 
 
 # --------------------------------------------------------------------------- stage 2: critic

@@ -1,0 +1,125 @@
+"""The ``colorgan evaluate`` subcommand: compare colourisers on ground-truth colour photos.
+
+``colorgan evaluate --models default,grey,PATH --data DIR --out REPORTDIR`` writes
+``report.md``, ``results.json``, ``grid.png`` and ``ab_hist.png`` (see
+:mod:`colorgan.eval.report`). Exit status: 0 done; 1 done, but some images could not be read
+(listed in the report); 2 usage errors (unknown model, missing folder, no images), reported as
+one ``colorgan: error: ...`` line before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from colorgan.errors import ColorGANError
+
+__all__ = ["add_evaluate_parser"]
+
+
+def _render_size(text: str) -> int:
+    from colorgan.pipeline import MAX_RENDER_SIZE, MIN_RENDER_SIZE
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not MIN_RENDER_SIZE <= v <= MAX_RENDER_SIZE:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_RENDER_SIZE} and {MAX_RENDER_SIZE}, got {v}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    return v
+
+
+def add_evaluate_parser(sub) -> None:
+    """Add the ``evaluate`` subcommand to an argparse subparsers object (``add_subparsers()``)."""
+    e = sub.add_parser(
+        "evaluate",
+        help="compare colourisers on colour photos (PSNR, SSIM, colourfulness, AuC, FID)",
+        description="Give each model the luminance of ground-truth colour photos and compare its colours with "
+        "the truth. Writes report.md (a table with bootstrap 95% confidence intervals), results.json (every "
+        "number, per image too), grid.png and ab_hist.png into REPORTDIR.",
+    )
+    e.add_argument(
+        "--models",
+        action="append",
+        required=True,
+        metavar="M1,M2,...",
+        help="comma-separated: a shipped model name (default), a .safetensors weights file, "
+        "'grey' (no colour) or 'mean' (the mean chroma of --mean-from); repeatable",
+    )
+    e.add_argument("--data", action="append", required=True, type=Path, metavar="DIR", help="folder (or file) of ground-truth colour photos; repeatable")
+    e.add_argument("--out", required=True, type=Path, metavar="REPORTDIR", help="the report folder")
+    e.add_argument(
+        "--protocol",
+        choices=["256", "full"],
+        default="256",
+        help="256: short side 256 and centre crop 256 x 256, as in the literature (default); full: full resolution",
+    )
+    e.add_argument("--render-size", type=_render_size, default=256, metavar="N", help="short side the models see (default 256)")
+    e.add_argument("--no-fid", action="store_true", help="skip FID and KID (they need the offline Inception network)")
+    e.add_argument("--max-images", type=_positive_int, default=None, metavar="N", help="evaluate only the first N images")
+    e.add_argument("--mean-from", type=Path, default=None, metavar="DIR", help="colour photos (the training set) for the 'mean' baseline")
+    e.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=_cmd_evaluate)
+
+
+def _error(msg: str) -> int:
+    print(f"colorgan: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from colorgan.eval.report import EvalConfig, EvaluationError, collect_files, evaluate_models, load_eval_models
+    from colorgan.pipeline import resolve_device
+
+    names = [n.strip() for group in args.models for n in group.split(",") if n.strip()]
+    if not names:
+        return _error("--models: no model names given")
+    for d in args.data:
+        if not d.exists():
+            return _error(f"{d}: no such data folder")
+    if args.mean_from is not None and not args.mean_from.exists():
+        return _error(f"{args.mean_from}: no such folder (--mean-from)")
+    if args.out.exists() and not args.out.is_dir():
+        return _error(f"{args.out}: exists and is not a folder")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        return _error(str(e))
+    try:
+        if not collect_files(args.data, exclude=args.out):
+            return _error(f"no images found in {', '.join(str(d) for d in args.data)}")
+    except ColorGANError as e:
+        return _error(str(e))
+    try:
+        models = load_eval_models(names, device, mean_from=args.mean_from)
+    except ColorGANError as e:
+        return _error(str(e))
+    cfg = EvalConfig(render_size=args.render_size, protocol=args.protocol, fid=not args.no_fid, max_images=args.max_images)
+
+    def report(msg: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"colorgan: warning: {msg}", file=sys.stderr)  # keeps the progress bar intact
+
+    try:
+        results = evaluate_models(models, args.data, args.out, cfg, progress=not args.quiet and sys.stderr.isatty(), report=report)
+    except EvaluationError as e:
+        return _error(str(e))
+    print(results["outputs"]["report"])
+    failed = [s for s in results["skipped"] if s["reason"] != "greyscale ground truth"]
+    if failed:
+        print(f"colorgan: {len(failed)} image(s) could not be read; see the report", file=sys.stderr)
+        return 1
+    return 0
