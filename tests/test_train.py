@@ -227,8 +227,9 @@ def test_real_sigkill_then_resume(tmp_path, photo_dir):
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "colorgan", "train", "--config", str(TINY), "--data", str(photo_dir),
-           "--out", str(tmp_path / "run"), "--device", "cpu", "-q", "--set", "gan.steps=200", "--set", "gan.patience=1000"]
+           "--out", str(tmp_path / "run"), "--device", "cpu", "-q", "--set", "gan.steps=60", "--set", "gan.patience=1000"]
     p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
     ckpt = tmp_path / "run" / "stages" / "02_gan_cycle1" / "checkpoint.pt"
     t0 = time.time()
