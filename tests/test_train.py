@@ -241,3 +241,22 @@ def test_real_sigkill_then_resume(tmp_path, photo_dir):
     r = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "run" / "generator.safetensors").is_file()
+
+
+@pytest.mark.parametrize("net", ["mobilenet_v2", "vgg19"])
+def test_feature_losses_load_offline(net):
+    """Both feature networks load from their installed packages; identical images cost 0."""
+    from colorgan.errors import WeightsNotFoundError
+    from colorgan.train.losses import FeatureLoss
+
+    try:
+        fl = FeatureLoss(net)
+    except WeightsNotFoundError as e:
+        pytest.skip(str(e))
+    a = torch.rand(1, 3, 32, 32)
+    b = (a + 0.2 * torch.randn_like(a)).clamp(0, 1).requires_grad_()
+    assert fl(a, a).item() == 0.0
+    loss = fl(b, a)
+    loss.backward()
+    assert loss.item() > 0 and torch.isfinite(b.grad).all() and b.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in fl.net.parameters())  # frozen
