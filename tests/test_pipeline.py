@@ -153,3 +153,18 @@ def test_from_pretrained_without_default_model(monkeypatch):
     monkeypatch.setattr(hub, "shipped_weights_path", lambda name="default": None)
     with pytest.raises(WeightsNotFoundError, match="no 'default' model is installed"):
         Colorizer.from_pretrained()
+
+
+def test_shipped_default_model_loads_and_colours():
+    from colorgan.models import hub
+
+    if hub.shipped_weights_path() is None:
+        pytest.skip("this copy ships no default model")
+    c = Colorizer.from_pretrained(device="cpu")
+    assert c.model.config.encoder == "mobilenet_v2"
+    grey = _grey_photo(64, 96)
+    out = c.colorize(grey, render_size=64)
+    assert out.shape == (64, 96, 3)
+    assert (_lab_L(out) - _lab_L(np.repeat(grey[..., None], 3, axis=2))).abs().mean() < 0.5
+    chroma = color.rgb_to_lab(torch.from_numpy(out / 255.0).permute(2, 0, 1))[1:].square().sum(0).sqrt()
+    assert chroma.mean() > 1.0  # it adds colour

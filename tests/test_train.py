@@ -260,3 +260,25 @@ def test_feature_losses_load_offline(net):
     loss.backward()
     assert loss.item() > 0 and torch.isfinite(b.grad).all() and b.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in fl.net.parameters())  # frozen
+
+
+def test_ctrl_c_saves_a_checkpoint_then_resume_finishes(tmp_path, photo_dir, monkeypatch):
+    from colorgan.train import stages
+    from colorgan.train.checkpoint import load_checkpoint
+
+    cfg = load_config(TINY, [f'data=[{{path="{photo_dir}"}}]', "cycles=0", "pretrain_g.checkpoint_every=100"])
+    real_tick = stages._tick
+
+    def ctrl_c_at_3(ctx):
+        real_tick(ctx)
+        if ctx.steps_done == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "_tick", ctrl_c_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        stages.run_training(cfg, tmp_path / "run", progress=False)
+    state = load_checkpoint(tmp_path / "run" / "stages" / "00_pretrain_g" / "checkpoint.pt")
+    assert state is not None and state["step"] == 3  # saved on Ctrl-C, not at a checkpoint_every boundary
+    monkeypatch.setattr(stages, "_tick", real_tick)
+    out = stages.run_training(cfg, tmp_path / "run", progress=False, resume=True)
+    assert out.is_file()

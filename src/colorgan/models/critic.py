@@ -8,11 +8,12 @@ the image rather than one global yes/no.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from colorgan.models._config import config_from_dict
 from colorgan.models.layers import SelfAttention, conv_sn
 
 __all__ = ["CriticConfig", "Critic"]
@@ -47,11 +48,8 @@ class CriticConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CriticConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown critic config keys: {sorted(unknown)}")
-        return cls(**d)
+        """Inverse of ``dataclasses.asdict`` (JSON turns tuples into lists); unknown keys rejected."""
+        return config_from_dict(cls, d)
 
 
 def _block(in_ch: int, out_ch: int, k: int, stride: int, padding: int | None = None) -> nn.Sequential:

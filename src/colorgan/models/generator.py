@@ -11,12 +11,13 @@ predictions stay inside the ab range.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from colorgan.models.encoders import ENCODERS, build_encoder
+from colorgan.models._config import config_from_dict
 from colorgan.models.layers import ConvBlock, PixelShuffleICNR, SelfAttention
 
 __all__ = ["GeneratorConfig", "SAUNet"]
@@ -74,11 +75,7 @@ class GeneratorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
         """Inverse of ``dataclasses.asdict`` (JSON turns tuples into lists); unknown keys rejected."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown generator config keys: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return config_from_dict(cls, d)
 
 
 class _UnetBlock(nn.Module):

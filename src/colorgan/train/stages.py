@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -149,6 +150,20 @@ def _set_rng_state(s: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
+@contextmanager
+def _stage_guard(save: Callable[[], None], bar, csv_log: CsvLog | None) -> Iterator[None]:
+    """Around a stage's loop: Ctrl-C saves a checkpoint first; the bar and the log always close."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        save()
+        raise
+    finally:
+        bar.close()
+        if csv_log is not None:
+            csv_log.close()
+
+
 def _bar(ctx: Context, total: int, start: int, desc: str):
     from tqdm import tqdm
 
@@ -218,7 +233,7 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
     bounds = [cfg.steps * (i + 1) // n_sizes for i in range(n_sizes)]
     bar = _bar(ctx, cfg.steps, step, stage_dir.name)
     t0, seen = time.time(), 0
-    try:
+    with _stage_guard(save, bar, csv_log):
         while step < cfg.steps:
             phase = next(i for i, b in enumerate(bounds) if step < b)
             size = cfg.sizes[phase]
@@ -262,13 +277,6 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     save()
                 _tick(ctx)
-    except KeyboardInterrupt:
-        save()
-        raise
-    finally:
-        bar.close()
-        if csv_log is not None:
-            csv_log.close()
     if ctx.is_main:
         if skipped:
             log.info("%s: %d greyscale or unreadable files were skipped while sampling", stage_dir.name, skipped)
@@ -314,7 +322,7 @@ def pretrain_critic(generator: nn.Module, critic: nn.Module, ctx: Context, stage
 
     bar = _bar(ctx, cfg.steps, step, stage_dir.name)
     t0, seen = time.time(), 0
-    try:
+    with _stage_guard(save, bar, csv_log):
         for batch in ctx.loader(stream, cfg.size, cfg.batch_size, step, cfg.steps):
             l_in, l, ab_true = (batch[k].to(ctx.device, non_blocking=True) for k in ("l_in", "l", "ab"))
             with torch.no_grad(), ctx.autocast():
@@ -338,13 +346,6 @@ def pretrain_critic(generator: nn.Module, critic: nn.Module, ctx: Context, stage
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save()
             _tick(ctx)
-    except KeyboardInterrupt:
-        save()
-        raise
-    finally:
-        bar.close()
-        if csv_log is not None:
-            csv_log.close()
     if ctx.is_main:
         plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss_c", "critic_acc"], "critic pretraining")
     return {"critic_acc": sum(accs) / max(1, len(accs))}
@@ -409,7 +410,7 @@ def train_gan(generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: 
             save_grid(ctx.val["l"], ab_val, ctx.val["ab"], stage_dir / "grids" / "step000000.png")
     bar = _bar(ctx, cfg.steps, step, stage_dir.name)
     t0, seen = time.time(), 0
-    try:
+    with _stage_guard(save, bar, csv_log):
         if stop_reason is None and step < cfg.steps:
             for batch in ctx.loader(stream, cfg.size, cfg.batch_size, step, cfg.steps):
                 l_in, l, ab_true = (batch[k].to(ctx.device, non_blocking=True) for k in ("l_in", "l", "ab"))
@@ -459,13 +460,6 @@ def train_gan(generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: 
                 _tick(ctx)
                 if stop_reason:
                     break
-    except KeyboardInterrupt:
-        save()
-        raise
-    finally:
-        bar.close()
-        if csv_log is not None:
-            csv_log.close()
     if stop_reason is None:
         stop_reason = f"reached the step limit ({cfg.steps})"
         save()
