@@ -206,18 +206,7 @@ def from_pil(
     except _DECODE_ERRORS as exc:
         raise ImageLoadError(source, f"truncated or corrupt image data ({_one_line(exc)})") from None
     channels, alpha, bit_depth = _pil_to_arrays(image, source)
-    fmt = image.format
-    fmt = "JPEG" if fmt == "MPO" else fmt
-    return _finish(
-        channels,
-        alpha,
-        bit_depth,
-        orientation=_pil_orientation(image),
-        fmt=fmt,
-        exif=_pil_exif(image),
-        icc=_rgb_icc(image.info.get("icc_profile")),
-        source=source,
-    )
+    return _finish_pil(image, channels, alpha, bit_depth, source)
 
 
 def from_array(array: np.ndarray) -> LoadedImage:
@@ -373,17 +362,7 @@ def _load_stream(stream: IO[bytes], name: str | None, max_pixels: int | None) ->
     else:
         _pil_load(im, name, max_pixels)
         channels, alpha, bit_depth = _pil_to_arrays(im, name)
-    fmt = "JPEG" if im.format == "MPO" else im.format
-    return _finish(
-        channels,
-        alpha,
-        bit_depth,
-        orientation=_pil_orientation(im),
-        fmt=fmt,
-        exif=_pil_exif(im),
-        icc=_rgb_icc(im.info.get("icc_profile")),
-        source=name,
-    )
+    return _finish_pil(im, channels, alpha, bit_depth, name)
 
 
 def _bomb_filter(max_pixels: int | None) -> str:
@@ -883,6 +862,22 @@ def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
     """
     transform = _ORIENTATIONS.get(orientation)
     return np.ascontiguousarray(array if transform is None else transform(array))
+
+
+def _finish_pil(
+    im: Image.Image, channels: np.ndarray, alpha: np.ndarray | None, bit_depth: int, source: str | None
+) -> LoadedImage:
+    """:func:`_finish` with the orientation, format, EXIF and ICC profile a Pillow image carries."""
+    return _finish(
+        channels,
+        alpha,
+        bit_depth,
+        orientation=_pil_orientation(im),
+        fmt="JPEG" if im.format == "MPO" else im.format,  # camera JPEGs with a preview image
+        exif=_pil_exif(im),
+        icc=_rgb_icc(im.info.get("icc_profile")),
+        source=source,
+    )
 
 
 def _finish(

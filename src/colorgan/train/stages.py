@@ -164,6 +164,19 @@ def _stage_guard(save: Callable[[], None], bar, csv_log: CsvLog | None) -> Itera
             csv_log.close()
 
 
+def _resume(ckpt: Path, ctx: Context, parts: dict[str, Any]) -> dict[str, Any] | None:
+    """Load a stage checkpoint, if any, into ``parts`` (checkpoint key -> module, optimiser or
+    tracker with ``load_state_dict``) and restore the RNG state. Returns the checkpoint, for the
+    stage's own extra fields, or None."""
+    state = load_checkpoint(ckpt, ctx.device)
+    if state is not None:
+        for key, obj in parts.items():
+            obj.load_state_dict(state[key])
+        _set_rng_state(state["rng"])
+        log.info("resuming %s at step %d", ckpt.parent.name, int(state["step"]))
+    return state
+
+
 def _bar(ctx: Context, total: int, start: int, desc: str):
     from tqdm import tqdm
 
@@ -210,14 +223,8 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
         betas=(0.9, 0.99),
     )
     ckpt = stage_dir / "checkpoint.pt"
-    step = 0
-    state = load_checkpoint(ckpt, ctx.device)
-    if state is not None:
-        g.load_state_dict(state["generator"])
-        opt.load_state_dict(state["opt_g"])
-        _set_rng_state(state["rng"])
-        step = int(state["step"])
-        log.info("resuming %s at step %d", stage_dir.name, step)
+    state = _resume(ckpt, ctx, {"generator": g, "opt_g": opt})
+    step = int(state["step"]) if state else 0
     gw = _wrap(g, ctx)
     feat_loss = ctx.feature_loss() if cfg.feature_weight > 0 else None
     freeze_steps = int(cfg.freeze_encoder_frac * cfg.steps)
@@ -305,13 +312,8 @@ def pretrain_critic(generator: nn.Module, critic: nn.Module, ctx: Context, stage
     c = critic.to(ctx.device).train()
     opt = torch.optim.Adam(c.parameters(), lr=cfg.lr, betas=(0.5, 0.99))
     ckpt = stage_dir / "checkpoint.pt"
-    step = 0
-    state = load_checkpoint(ckpt, ctx.device)
-    if state is not None:
-        c.load_state_dict(state["critic"])
-        opt.load_state_dict(state["opt_c"])
-        _set_rng_state(state["rng"])
-        step = int(state["step"])
+    state = _resume(ckpt, ctx, {"critic": c, "opt_c": opt})
+    step = int(state["step"]) if state else 0
     cw = _wrap(c, ctx)
     csv_log = CsvLog(stage_dir / "log.csv", ["step", "loss_c", "critic_acc", "img_per_s"]) if ctx.is_main else None
     accs: list[float] = list(state.get("accs", [])) if state else []
@@ -372,20 +374,10 @@ def train_gan(generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: 
     ckpt = stage_dir / "checkpoint.pt"
     best_path = stage_dir / "best_generator.pt"
     plateau = Plateau(cfg.patience, cfg.min_evals, cfg.critic_acc_high, cfg.critic_acc_low)
-    step = 0
-    stop_reason: str | None = None
-    accs: list[float] = []
-    state = load_checkpoint(ckpt, ctx.device)
-    if state is not None:
-        g.load_state_dict(state["generator"])
-        c.load_state_dict(state["critic"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_c.load_state_dict(state["opt_c"])
-        _set_rng_state(state["rng"])
-        plateau.load_state_dict(state["plateau"])
-        step = int(state["step"])
-        stop_reason = state.get("stop_reason")
-        accs = list(state.get("accs", []))
+    state = _resume(ckpt, ctx, {"generator": g, "critic": c, "opt_g": opt_g, "opt_c": opt_c, "plateau": plateau})
+    step = int(state["step"]) if state else 0
+    stop_reason: str | None = state.get("stop_reason") if state else None
+    accs: list[float] = list(state.get("accs", [])) if state else []
     gw, cw = _wrap(g, ctx), _wrap(c, ctx)
     feat_loss = ctx.feature_loss() if cfg.feature_weight > 0 else None
     cols = ["step", "loss_c", "loss_g", "adv", "l1", "feature", "critic_acc", "img_per_s", "l1_ab", "chroma_ratio", "hist_js", "score", "best"]
