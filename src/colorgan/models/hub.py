@@ -23,6 +23,7 @@ from colorgan import __version__
 from colorgan.errors import ModelLoadError, WeightsNotFoundError
 
 __all__ = [
+    "kind_of",
     "FORMAT",
     "save_model",
     "load_model",
@@ -35,12 +36,19 @@ __all__ = [
 FORMAT = "colorgan"
 
 #: Names of models shipped inside the package -> file name in ``colorgan/weights``.
-SHIPPED: dict[str, str] = {"default": "colorgan-default.safetensors"}
+SHIPPED: dict[str, str] = {
+    "default": "colorgan-default.safetensors",
+    # The paper's comparison methods, trained on the same data with the same budget (docs/MODEL_CARD.md).
+    "cic": "colorgan-cic.safetensors",
+    "iizuka": "colorgan-iizuka.safetensors",
+}
 
 
 def _builders() -> dict[str, tuple[Callable[[dict], Any], Callable[[Any], nn.Module]]]:
     # Imported lazily so that reading metadata needs no model code.
     from colorgan.models.baselines import MeanChromaConfig, MeanChromaModel
+    from colorgan.models.cic import CICConfig, CICModel
+    from colorgan.models.iizuka import IizukaConfig, IizukaModel
     from colorgan.models.critic import Critic, CriticConfig
     from colorgan.models.generator import GeneratorConfig, SAUNet
 
@@ -48,10 +56,13 @@ def _builders() -> dict[str, tuple[Callable[[dict], Any], Callable[[Any], nn.Mod
         "generator": (GeneratorConfig.from_dict, lambda cfg: SAUNet(cfg)),
         "critic": (CriticConfig.from_dict, lambda cfg: Critic(cfg)),
         "mean_chroma": (MeanChromaConfig.from_dict, lambda cfg: MeanChromaModel(cfg)),
+        "cic": (CICConfig.from_dict, lambda cfg: CICModel(cfg)),
+        "iizuka": (IizukaConfig.from_dict, lambda cfg: IizukaModel(cfg)),
     }
 
 
-def _kind_of(model: nn.Module) -> str:
+def kind_of(model: nn.Module) -> str:
+    """The ``kind`` a model is saved as (``generator``, ``critic``, ``cic``, ...)."""
     from colorgan.models.critic import Critic
     from colorgan.models.generator import SAUNet
 
@@ -94,7 +105,7 @@ def save_model(
         tensors[k] = v.contiguous().clone()  # no shared storage: safetensors refuses it
     meta = {
         "format": FORMAT,
-        "kind": _kind_of(model),
+        "kind": kind_of(model),
         "config": json.dumps(asdict(model.config)),
         "version": __version__,
     }

@@ -128,6 +128,10 @@ class ValConfig:
     holdout_every: int = 20
 
 
+#: What ``TrainConfig.method`` can train: our NoGAN generator, or one of the paper's baselines.
+METHODS = ("nogan", "cic", "iizuka")
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     """A data folder and its sampling weight."""
@@ -139,8 +143,16 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A whole NoGAN recipe."""
+    """A whole NoGAN recipe (or, with ``method``, the recipe of a comparison baseline).
 
+    ``method``: ``nogan`` trains our SAUNet generator through every stage; ``cic`` and ``iizuka``
+    train the paper's baselines (:mod:`colorgan.models.cic`, :mod:`colorgan.models.iizuka`) with
+    the same data, sizes and steps as ``pretrain_g`` but their own losses (class-rebalanced
+    cross-entropy; MSE), and no critic or GAN stages. ``generator`` then names a preset of that
+    model's config (``default``, ``tiny``) or holds its fields.
+    """
+
+    method: str = "nogan"
     generator: str | dict = "default"  # a GeneratorConfig preset name or its fields
     critic: str | dict = "default"  # a CriticConfig preset name or its fields
     feature_net: str = "mobilenet_v2"
@@ -156,6 +168,8 @@ class TrainConfig:
     gan: GanConfig = field(default_factory=GanConfig)
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.feature_net not in ("mobilenet_v2", "vgg19", "none"):
             raise ValueError(f"feature_net must be mobilenet_v2, vgg19 or none, got {self.feature_net!r}")
         if self.feature_net == "none" and (self.pretrain_g.feature_weight > 0 or self.gan.feature_weight > 0):
@@ -167,9 +181,30 @@ class TrainConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     def generator_config(self):
-        from colorgan.models.generator import GeneratorConfig
+        """The config of the model this recipe trains (GeneratorConfig, CICConfig or IizukaConfig)."""
+        if self.method == "cic":
+            from colorgan.models.cic import CICConfig as Config
+        elif self.method == "iizuka":
+            from colorgan.models.iizuka import IizukaConfig as Config
+        else:
+            from colorgan.models.generator import GeneratorConfig as Config
+        return Config.preset(self.generator) if isinstance(self.generator, str) else Config.from_dict(self.generator)
 
-        return GeneratorConfig.preset(self.generator) if isinstance(self.generator, str) else GeneratorConfig.from_dict(self.generator)
+    def build_generator(self, pretrained: bool):
+        """A new model of this recipe's kind; ``pretrained`` loads its encoder's ImageNet weights."""
+        cfg = self.generator_config()
+        pretrained = pretrained and cfg.encoder != "simple"
+        if self.method == "cic":
+            from colorgan.models.cic import CICModel
+
+            return CICModel(cfg, pretrained_encoder=pretrained)
+        if self.method == "iizuka":
+            from colorgan.models.iizuka import IizukaModel
+
+            return IizukaModel(cfg, pretrained_encoder=pretrained)
+        from colorgan.models.generator import SAUNet
+
+        return SAUNet(cfg, pretrained_encoder=pretrained)
 
     def critic_config(self):
         from colorgan.models.critic import CriticConfig

@@ -210,6 +210,9 @@ def evaluate(generator: nn.Module, ctx: Context) -> tuple[dict[str, float], torc
 def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg: PretrainGConfig) -> dict[str, float]:
     """Pretrain the generator alone: L1 + feature loss; encoder frozen first, then fine-tuned.
 
+    A model with a ``loss(raw_output, ab_true)`` method (the CIC and Iizuka baselines) is trained
+    with that objective instead, on the same batches and schedule.
+
     Returns:
         The last validation scores.
     """
@@ -226,7 +229,8 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
     state = _resume(ckpt, ctx, {"generator": g, "opt_g": opt})
     step = int(state["step"]) if state else 0
     gw = _wrap(g, ctx)
-    feat_loss = ctx.feature_loss() if cfg.feature_weight > 0 else None
+    own_loss = getattr(g, "loss", None)  # the baselines' objectives; SAUNet has none
+    feat_loss = ctx.feature_loss() if cfg.feature_weight > 0 and own_loss is None else None
     freeze_steps = int(cfg.freeze_encoder_frac * cfg.steps)
     csv_log = CsvLog(stage_dir / "log.csv", ["step", "size", "loss", "l1", "feature", "lr", "img_per_s", "skipped_files", "l1_ab", "chroma_ratio", "hist_js", "score"]) if ctx.is_main else None
     skipped = int(state.get("skipped", 0)) if state else 0
@@ -255,12 +259,21 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
                 l_in, l, ab_true = (batch[k].to(ctx.device, non_blocking=True) for k in ("l_in", "l", "ab"))
                 # Greyscale (and unreadable) files met while sampling: counted, logged, never trained on.
                 skipped += int(batch["skipped"])
-                with ctx.autocast():
-                    ab = gw(l_in).float()
-                l1 = pixel_loss(ab, ab_true)
-                loss = cfg.l1_weight * l1
                 feat = torch.zeros((), device=ctx.device)
-                if feat_loss is not None:
+                if own_loss is not None:
+                    # A baseline with its own objective (CIC: rebalanced cross-entropy; Iizuka:
+                    # MSE); L1 is only logged, so that the curves compare with our generator's.
+                    with ctx.autocast():
+                        raw = gw(l_in, raw=True)
+                    loss = own_loss(raw.float(), ab_true)
+                    with torch.no_grad():
+                        l1 = pixel_loss(g.decode(raw.detach().float(), l_in.shape[-2:]), ab_true)
+                else:
+                    with ctx.autocast():
+                        ab = gw(l_in).float()
+                    l1 = pixel_loss(ab, ab_true)
+                    loss = cfg.l1_weight * l1
+                if own_loss is None and feat_loss is not None:
                     feat = feat_loss(render_rgb(l, ab), render_rgb(l, ab_true))
                     loss = loss + cfg.feature_weight * feat
                 opt.zero_grad(set_to_none=True)
@@ -470,8 +483,13 @@ def train_gan(generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: 
 
 
 def plan_stages(cfg: TrainConfig) -> list[tuple[str, str, int]]:
-    """``[(folder name, kind, cycle), ...]`` in order: pretrain_g, then cycles x (pretrain_c, gan)."""
+    """``[(folder name, kind, cycle), ...]`` in order: pretrain_g, then cycles x (pretrain_c, gan).
+
+    The baselines (``method`` cic or iizuka) have no adversarial stages: pretrain_g only.
+    """
     plan = [("00_pretrain_g", "pretrain_g", 0)]
+    if cfg.method != "nogan":
+        return plan
     for cyc in range(1, cfg.cycles + 1):
         plan.append((f"{2 * cyc - 1:02d}_pretrain_c_cycle{cyc}", "pretrain_c", cyc))
         plan.append((f"{2 * cyc:02d}_gan_cycle{cyc}", "gan", cyc))
@@ -531,6 +549,18 @@ def _write_progress(run_dir: Path, progress: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / "progress.json")
 
 
+#: Batches of 64 px crops the CIC baseline's colour prior is measured on (16 x 100 = 1600 photos).
+PRIOR_BATCHES = 100
+
+
+def _fit_prior(model: nn.Module, ctx: Context, cfg: TrainConfig) -> None:
+    """Measure CIC's empirical ab-bin prior on the training mix (its own sample stream, no degradation)."""
+    n_batches = PRIOR_BATCHES if cfg.pretrain_g.steps >= PRIOR_BATCHES else max(1, cfg.pretrain_g.steps)
+    batches = (b["ab"] for b in ctx.loader("prior", 64, cfg.pretrain_g.batch_size, 0, n_batches, degrade=False))
+    n = model.fit_prior(batches)  # type: ignore[operator]
+    log.info("colour prior measured on %d pixels (%d batches)", n, n_batches)
+
+
 def run_training(
     cfg: TrainConfig,
     run_dir: str | Path,
@@ -559,7 +589,6 @@ def run_training(
     """
     from colorgan.models import hub
     from colorgan.models.critic import Critic
-    from colorgan.models.generator import SAUNet
 
     run_dir = Path(run_dir)
     torch.manual_seed(cfg.seed)
@@ -578,11 +607,10 @@ def run_training(
     ctx.barrier()
 
     gen_cfg, crit_cfg = cfg.generator_config(), cfg.critic_config()
-    use_pretrained = gen_cfg.encoder != "simple" and not cfg.init_generator
     torch.manual_seed(cfg.seed)
-    generator = SAUNet(gen_cfg, pretrained_encoder=use_pretrained)
+    generator = cfg.build_generator(pretrained=not cfg.init_generator)
     if cfg.init_generator:
-        init = hub.load_model(cfg.init_generator, expect_kind="generator")
+        init = hub.load_model(cfg.init_generator, expect_kind=hub.kind_of(generator))
         if init.config != gen_cfg:
             raise ValueError(f"{cfg.init_generator}: its architecture differs from the recipe's generator")
         generator.load_state_dict(init.state_dict())
@@ -593,6 +621,9 @@ def run_training(
         generator.load_state_dict(torch.load(state_dir / "generator.pt", map_location="cpu", weights_only=True))
     if (state_dir / "critic.pt").exists():
         critic.load_state_dict(torch.load(state_dir / "critic.pt", map_location="cpu", weights_only=True))
+    fit_prior = getattr(generator, "fit_prior", None)
+    if fit_prior is not None and not (state_dir / "generator.pt").exists() and not cfg.init_generator:
+        _fit_prior(generator, ctx, cfg)
 
     for name, kind, cycle in plan_stages(cfg):
         if name in progress_state["done"]:
