@@ -373,3 +373,39 @@ def test_inception_missing_package_raises(monkeypatch: pytest.MonkeyPatch) -> No
 def test_inception_missing_path_raises(tmp_path) -> None:
     with pytest.raises(WeightsNotFoundError):
         InceptionFeatures(path=tmp_path / "nope.pt")
+
+
+# ----------------------------------------------------------------------------- chroma-gain calibration
+
+
+def test_chroma_gain_calibration_scales_ab_and_is_picked_on_held_out_photos(tmp_path, tiny_weights):
+    from PIL import Image
+
+    from colorgan.eval import calibrate
+    from colorgan.models import hub
+    from colorgan.pipeline import Colorizer
+
+    rng = np.random.default_rng(0)
+    d = tmp_path / "heldout"
+    d.mkdir()
+    for i in range(3):
+        img = np.clip(rng.normal(0.5, 0.15, (40, 48, 3)) * np.array([1.1, 0.8, 0.5]), 0, 1)
+        Image.fromarray((img * 255).astype(np.uint8)).save(d / f"p{i}.png")
+    files = sorted(d.iterdir())
+    c = Colorizer.from_pretrained(tiny_weights)
+    curve = calibrate.chroma_gain_curve(c, files, [1.0, 1.5, 2.0], size=64, render_size=64)
+    ratios = [p.cf_ratio for p in curve]
+    assert ratios[0] < ratios[1] < ratios[2]  # more gain, more colour
+    assert calibrate.pick_gain(curve, target=ratios[1] - 1e-6).gain == 1.5
+    assert calibrate.pick_gain(curve, target=10.0).gain == 2.0  # unreachable: the largest
+
+    out = tmp_path / "cal.safetensors"
+    assert calibrate.main(["--weights", str(tiny_weights), "--data", str(d), "--gains", "1.5",
+                           "--target", "0", "--out", str(out)]) == 0
+    m0, m1 = hub.load_model(tiny_weights), hub.load_model(out)
+    assert m1.config.chroma_gain == 1.5 and m0.config.chroma_gain == 1.0
+    assert "calibration" in hub.read_metadata(out)
+    x = torch.rand(1, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        # fp16 storage of the calibrated file: equal within half precision.
+        assert torch.allclose(m1(x), 1.5 * m0(x), atol=2e-3)

@@ -36,6 +36,11 @@ class GeneratorConfig:
         spectral_norm: spectral normalisation on decoder convolutions.
         blur: blur after each PixelShuffle (against checkerboards).
         ab_bound: the head outputs ``ab_bound * tanh(x)`` in normalised ab units (ab / 110).
+        chroma_gain: a fixed scale on the predicted ab, set after training by calibration on
+            held-out photos (``python -m colorgan.eval.calibrate``) so that the model is as
+            colourful as real photos on average; 1 during training. Regression toward the mean
+            leaves every L1-trained colouriser desaturated; CIC's annealed-mean temperature is
+            the same kind of calibrated knob.
     """
 
     encoder: str = "mobilenet_v2"
@@ -46,6 +51,7 @@ class GeneratorConfig:
     spectral_norm: bool = True
     blur: bool = True
     ab_bound: float = 1.0
+    chroma_gain: float = 1.0
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -111,7 +117,7 @@ class SAUNet(nn.Module):
         encoder_weights: an explicit path to the encoder's weights file.
 
     Shapes: ``(B, 1, H, W)`` L / 50 - 1 in [-1, 1] -> ``(B, 2, H, W)`` ab / 110 in
-    [-ab_bound, ab_bound]. H and W must be multiples of 32 (the encoder's stride).
+    [-ab_bound, ab_bound] (times ``chroma_gain``). H and W must be multiples of 32 (the encoder's stride).
     """
 
     stride = 32
@@ -173,4 +179,5 @@ class SAUNet(nn.Module):
             x = block(x, skip)
         x = self.final_up(x)
         x = self.refine(torch.cat([x, l_norm.to(x.dtype)], dim=1))
-        return self.config.ab_bound * torch.tanh(self.head(x))
+        ab = self.config.ab_bound * torch.tanh(self.head(x))
+        return ab * self.config.chroma_gain if self.config.chroma_gain != 1.0 else ab
