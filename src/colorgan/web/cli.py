@@ -1,0 +1,200 @@
+"""The ``colorgan serve`` subcommand: the local web app on uvicorn, one process, one loaded model.
+
+Exit status: 0 after a normal stop (Ctrl-C); 2 for usage errors (bad option, no model, the port
+is taken, the web extra is not installed), reported as one ``colorgan: error: ...`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+
+from colorgan.cli import _positive_int, _render_size  # the same argument types as colorize
+from colorgan.errors import ColorGANError
+
+__all__ = ["add_serve_parser"]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {v}")
+    return v
+
+
+def add_serve_parser(sub) -> None:
+    """Add the ``serve`` subcommand to an argparse subparsers object (``add_subparsers()``)."""
+    s = sub.add_parser(
+        "serve",
+        help="run the local web app (upload, compare slider, download)",
+        description="Serve a page and an HTTP API (POST /api/colorize, GET /api/health, docs at /docs) that "
+        "colourise uploaded photos with one shared model. Binds to 127.0.0.1 (this machine only) unless told "
+        "otherwise. Nothing is written to disk unless --save-dir is given.",
+    )
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    s.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    s.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="inference threads sharing the one model (default 1). Torch's own threads are split between "
+        "them (CPU cores / N each) unless OMP_NUM_THREADS is set. This is not uvicorn's process count: "
+        "the server is always one process, so the model is loaded once",
+    )
+    s.add_argument("--queue-size", type=_positive_int, default=32, metavar="N", help="requests admitted at once, running or waiting; more get 503 + Retry-After (default 32)")
+    s.add_argument("--max-upload-mb", type=_positive_float, default=50.0, metavar="MB", help="largest upload (default 50); larger gets 413")
+    s.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=25_000_000,
+        metavar="N",
+        help="largest width x height (default 25000000); larger gets 413. A job needs about 110 bytes a pixel at peak",
+    )
+    s.add_argument("--max-render-size", type=_render_size, default=1024, metavar="N", help="largest render size a request may ask for (default 1024)")
+    s.add_argument("--timeout", type=_positive_float, default=120.0, metavar="S", help="seconds a request may wait for its result, queue included (default 120); then 504")
+    s.add_argument("--save-dir", type=Path, default=None, metavar="DIR", help="keep each upload and its result in DIR under server-chosen names (default: keep nothing)")
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--weights", type=Path, metavar="PATH", help="a .safetensors weights file")
+    g.add_argument("--model", default=None, metavar="NAME", help="a shipped model by name (default: 'default')")
+    s.add_argument("-q", "--quiet", action="store_true", help="no access log; warnings and errors only")
+    s.set_defaults(func=_cmd_serve)
+
+
+def _error(msg: str) -> int:
+    print(f"colorgan: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A bound socket for uvicorn: lets port 0 report its real port, and a taken port fail cleanly."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: quick restarts
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _return_freed_memory_to_os() -> None:
+    """glibc only: serve big blocks (decoded images, tensors) with mmap, so that freeing them gives
+    the memory back to the system.
+
+    By default glibc raises its mmap threshold (up to 32 MB) the first time such a block is freed,
+    and later image buffers then live in its heaps, whose pages it rarely returns: a long-running
+    server's RSS would stay at its high-water mark. A fixed threshold also turns off that dynamic
+    adjustment. Best effort: other C libraries are left alone.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD = -3 in <malloc.h>
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from colorgan.web.app import create_app
+        from colorgan.web.settings import ServeSettings, is_loopback
+    except ImportError as e:
+        return _error(f"{e}" if "colorgan[web]" in str(e) else f"the web app needs FastAPI and uvicorn ({e}); install them with: pip install 'colorgan[web]'")
+    from colorgan.pipeline import Colorizer, resolve_device
+
+    try:
+        settings = ServeSettings(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            queue_size=max(args.queue_size, args.workers),
+            max_upload_mb=args.max_upload_mb,
+            max_pixels=args.max_pixels,
+            max_render_size=args.max_render_size,
+            default_render_size=min(256, args.max_render_size),
+            request_timeout_s=args.timeout,
+            save_dir=args.save_dir,
+            device=args.device,
+        )
+        device = resolve_device(args.device)
+    except ValueError as e:
+        return _error(str(e))
+    if args.save_dir is not None and args.save_dir.exists() and not args.save_dir.is_dir():
+        return _error(f"{args.save_dir}: exists and is not a folder")
+
+    _return_freed_memory_to_os()
+    if "OMP_NUM_THREADS" not in os.environ and device.type == "cpu":
+        import torch
+
+        # N workers each running torch with all cores would oversubscribe the CPU; split them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
+
+    try:
+        colorizer = Colorizer.from_pretrained(args.weights if args.weights else args.model, device=device)
+    except ColorGANError as e:
+        return _error(str(e))
+
+    try:
+        sock = _bind(settings.host, settings.port)
+    except OSError as e:
+        return _error(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+
+    if not is_loopback(settings.host):
+        print(
+            f"colorgan: warning: listening on {settings.host}: anyone who can reach this machine can use "
+            "this server; it has no authentication",
+            file=sys.stderr,
+        )
+    print(
+        f"colorgan: serving on http://{shown}:{bound_port}/ (model {colorizer.name} on {colorizer.device}, "
+        f"{settings.workers} worker{'s' if settings.workers != 1 else ''}; Ctrl-C stops)",
+        file=sys.stderr,
+        flush=True,
+    )
+    app = create_app(colorizer, settings=settings)
+    config = uvicorn.Config(
+        app,
+        log_level="warning" if args.quiet else "info",
+        access_log=not args.quiet,
+        timeout_keep_alive=5,
+        # A backstop against connection floods: far above the queue, so normal clients never see it.
+        limit_concurrency=max(64, 4 * settings.queue_size),
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; for a server it is the normal stop
+    finally:
+        sock.close()
+    print("colorgan: server stopped", file=sys.stderr)
+    return 0
