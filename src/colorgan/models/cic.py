@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from colorgan import color
 from colorgan.models._config import config_from_dict
 from colorgan.models.encoders import build_encoder
+from colorgan.models.layers import check_l_input
 
 __all__ = ["CICConfig", "CICModel", "ab_bins"]
 
@@ -160,11 +161,7 @@ class CICModel(nn.Module):
     # ------------------------------------------------------------------ network
 
     def forward(self, l_norm: torch.Tensor, raw: bool = False) -> torch.Tensor:
-        if l_norm.dim() != 4 or l_norm.shape[1] != 1:
-            raise ValueError(f"expected L of shape (B, 1, H, W), got {tuple(l_norm.shape)}")
-        H, W = l_norm.shape[-2:]
-        if H % self.stride or W % self.stride:
-            raise ValueError(f"H and W must be multiples of {self.stride}, got {H}x{W}")
+        H, W = check_l_input(l_norm, self.stride)
         _, _, s8, s16, s32 = self.encoder(l_norm)
         size = s8.shape[-2:]
         x = (

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from colorgan.models.encoders import ENCODERS, build_encoder
 from colorgan.models._config import config_from_dict
-from colorgan.models.layers import ConvBlock, PixelShuffleICNR, SelfAttention
+from colorgan.models.layers import ConvBlock, PixelShuffleICNR, SelfAttention, check_l_input
 
 __all__ = ["GeneratorConfig", "SAUNet"]
 
@@ -168,11 +168,7 @@ class SAUNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in enc]
 
     def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
-        if l_norm.dim() != 4 or l_norm.shape[1] != 1:
-            raise ValueError(f"expected L of shape (B, 1, H, W), got {tuple(l_norm.shape)}")
-        H, W = l_norm.shape[-2:]
-        if H % self.stride or W % self.stride:
-            raise ValueError(f"H and W must be multiples of {self.stride}, got {H}x{W}")
+        H, W = check_l_input(l_norm, self.stride)
         s2, s4, s8, s16, s32 = self.encoder(l_norm)
         x = self.middle(s32)
         for block, skip in zip(self.blocks, (s16, s8, s4, s2)):

@@ -16,7 +16,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-__all__ = ["conv_sn", "ConvBlock", "SelfAttention", "PixelShuffleICNR", "icnr_"]
+__all__ = ["check_l_input", "conv_sn", "ConvBlock", "SelfAttention", "PixelShuffleICNR", "icnr_"]
+
+
+def check_l_input(l_norm: torch.Tensor, stride: int = 1) -> tuple[int, int]:
+    """Validate a colouriser's input: ``(B, 1, H, W)`` with H and W multiples of ``stride``.
+
+    Returns:
+        ``(H, W)``.
+
+    Raises:
+        ValueError: another shape, naming what was given.
+    """
+    if l_norm.dim() != 4 or l_norm.shape[1] != 1:
+        raise ValueError(f"expected L of shape (B, 1, H, W), got {tuple(l_norm.shape)}")
+    H, W = l_norm.shape[-2:]
+    if H % stride or W % stride:
+        raise ValueError(f"H and W must be multiples of {stride}, got {H}x{W}")
+    return H, W
 
 
 def conv_sn(
