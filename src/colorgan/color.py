@@ -67,25 +67,33 @@ def _apply_matrix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,...jhw->...ihw", m, x)
 
 
+# The four piecewise curves below are continuous at their knees, so each is written as
+# "curve of max(x, knee)" plus "linear slope times min(x - knee, 0)" instead of torch.where:
+# the same values and gradients, and on CPUs max/min/add vectorise while where's kernel does
+# not (10 ms vs 0.5 ms for a multiply on a 1 MP image, measured).
+_SRGB_KNEE = 0.04045  # sRGB value where the sRGB curve meets its linear segment
+_LIN_KNEE = 0.0031308  # the same point in linear RGB (0.04045 / 12.92)
+_T0 = 6.0 / 29.0  # where _f_inv's cube meets its linear segment (_T0 ** 3 == _EPS)
+
+
 def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
-    # Clamp inside pow so that the unused branch never produces NaN gradients.
-    high = torch.pow((rgb.clamp(min=0.04045) + 0.055) / 1.055, 2.4)
-    return torch.where(rgb > 0.04045, high, rgb / 12.92)
+    high = torch.pow((rgb.clamp(min=_SRGB_KNEE) + 0.055) / 1.055, 2.4)
+    return high + (rgb - _SRGB_KNEE).clamp(max=0.0) / 12.92
 
 
 def _linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:
-    high = 1.055 * torch.pow(lin.clamp(min=0.0031308), 1.0 / 2.4) - 0.055
-    return torch.where(lin > 0.0031308, high, lin * 12.92)
+    # Below the knee (negative values included) the curve is linear, so the sign survives.
+    high = 1.055 * torch.pow(lin.clamp(min=_LIN_KNEE), 1.0 / 2.4) - 0.055
+    return high + 12.92 * (lin - _LIN_KNEE).clamp(max=0.0)
 
 
 def _f(t: torch.Tensor) -> torch.Tensor:
     high = torch.pow(t.clamp(min=_EPS), 1.0 / 3.0)
-    return torch.where(t > _EPS, high, (_KAPPA * t + 16.0) / 116.0)
+    return high + (_KAPPA / 116.0) * (t - _EPS).clamp(max=0.0)
 
 
 def _f_inv(t: torch.Tensor) -> torch.Tensor:
-    t3 = t.clamp(min=0.0) ** 3
-    return torch.where(t3 > _EPS, t3, (116.0 * t - 16.0) / _KAPPA)
+    return t.clamp(min=_T0) ** 3 + (116.0 / _KAPPA) * (t - _T0).clamp(max=0.0)
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
@@ -125,8 +133,9 @@ def lab_to_rgb_unclipped(lab: torch.Tensor) -> torch.Tensor:
     xyz = torch.stack([_f_inv(fx), _f_inv(fy), _f_inv(fz)], dim=-3) * white
     inv = torch.linalg.inv(_matrix(_RGB_TO_XYZ, lab).double()).to(lab.dtype)
     lin = _apply_matrix(inv, xyz)
-    # Negative linear values have no sRGB encoding; keep them linear so the sign survives.
-    return torch.where(lin >= 0, _linear_to_srgb(lin), lin * 12.92)
+    # Negative linear values have no sRGB encoding: _linear_to_srgb's linear segment (below
+    # 0.0031308) keeps them linear, so the sign survives.
+    return _linear_to_srgb(lin)
 
 
 def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
@@ -162,7 +171,7 @@ def gamut_clip(lab: torch.Tensor, steps: int = 12, tol: float = 1e-4) -> torch.T
     Args:
         lab: ``(..., 3, H, W)``.
         steps: bisection steps (each halves the error on s).
-        tol: tolerance outside [0, 1] accepted as in gamut.
+        tol: tolerance outside [0, 1] (in sRGB) accepted as in gamut.
 
     Returns:
         ``(..., 3, H, W)`` sRGB in [0, 1].
@@ -172,17 +181,25 @@ def gamut_clip(lab: torch.Tensor, steps: int = 12, tol: float = 1e-4) -> torch.T
     if not bool(out_of_gamut.any()):
         return rgb.clamp(0.0, 1.0)
     with torch.no_grad():
-        # Gather the offending pixels as a (N, 3, 1, 1) batch of Lab colours.
-        lab_px = lab.movedim(-3, -1)[out_of_gamut]  # (N, 3)
+        # The offending pixels as flat (N, 3) rows: the bisection's small tensors stay 2-D and
+        # contiguous (on (N, 3, 1, 1) views the elementwise kernels were ten times slower), and
+        # it tests linear RGB, which is in [0, 1] exactly when sRGB is (the sRGB curve is
+        # monotonic): no gamma per step. The tolerance maps through the curve's slopes at 0 and 1.
+        lab_px = lab.movedim(-3, -1)[out_of_gamut].float()  # (N, 3)
         L = lab_px[:, :1].clamp(0.0, 100.0)
         ab = lab_px[:, 1:]
+        inv = torch.linalg.inv(torch.tensor(_RGB_TO_XYZ, dtype=torch.float64)).T.to(lab.device, torch.float32)
+        white = torch.tensor(_WHITE, dtype=torch.float32, device=lab.device)
+        fy = (L + 16.0) / 116.0
+        lo_lin, hi_lin = -tol / 12.92, 1.0 + tol * 2.4
         lo = torch.zeros_like(L)  # known in gamut
         hi = torch.ones_like(L)  # known out of gamut
         for _ in range(steps):
             mid = (lo + hi) / 2
-            trial = torch.cat([L, ab * mid], dim=1)[..., None, None]
-            rgb_t = lab_to_rgb_unclipped(trial)[..., 0, 0]
-            ok = ((rgb_t >= -tol) & (rgb_t <= 1.0 + tol)).all(dim=1, keepdim=True)
+            a, b = (ab * mid).unbind(1)
+            f = torch.stack([fy[:, 0] + a / 500.0, fy[:, 0], fy[:, 0] - b / 200.0], dim=1)
+            lin = (_f_inv(f) * white) @ inv
+            ok = ((lin >= lo_lin) & (lin <= hi_lin)).all(dim=1, keepdim=True)
             lo = torch.where(ok, mid, lo)
             hi = torch.where(ok, hi, mid)
         fixed = lab_to_rgb_unclipped(torch.cat([L, ab * lo], dim=1)[..., None, None])[..., 0, 0]
