@@ -73,8 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     c.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
     g = c.add_mutually_exclusive_group()
-    g.add_argument("--weights", type=Path, metavar="PATH", help="a .safetensors weights file")
+    g.add_argument("--weights", type=Path, metavar="PATH", help="a .safetensors weights file, or an .onnx file from 'colorgan export'")
     g.add_argument("--model", default=None, metavar="NAME", help="a shipped model by name (default: 'default')")
+    c.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="who runs the network: torch, onnx (ONNX Runtime; needs --weights FILE.onnx), or auto "
+                   "(default: onnx for .onnx files)")
+    c.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="fp32 (default) or bf16 (PyTorch backend; faster on CPUs with native bf16 and on GPUs)")
+    c.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="threads of the network's operators (default: OMP_NUM_THREADS if set, else half the cores "
+                   "when --workers > 0, leaving the rest to decoding and encoding)")
+    c.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="images per forward pass (default 4)")
+    c.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="decoding threads and as many encoding threads, overlapping the network (default 2; 0: one at a time)")
+    c.add_argument("--shard", default=None, metavar="K/N",
+                   help="do only part K of N of the sorted file list (0 <= K < N), for SLURM arrays or GNU parallel; "
+                   "under torchrun, RANK/WORLD_SIZE set it")
+    c.add_argument("-v", "--verbose", action="store_true", help="one line per finished file")
     c.add_argument(
         "--format",
         default="same",
@@ -105,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     from colorgan.eval.cli import add_evaluate_parser
 
     add_evaluate_parser(sub)
+    from colorgan.video.cli import add_video_parser
+
+    add_video_parser(sub)
+    from colorgan.export import add_export_parser
+
+    add_export_parser(sub)
+    from colorgan.web.cli import add_serve_parser
+
+    add_serve_parser(sub)
+    from colorgan.study.cli import add_study_parser
+
+    add_study_parser(sub)
     return p
 
 
@@ -152,19 +179,45 @@ def colorize_paths(
     max_pixels: int | None = None,
     progress: bool = True,
     report=print,
+    batch_size: int = 4,
+    workers: int = 2,
+    shard: tuple[int, int] | None = None,
+    verbose: bool = False,
 ) -> ColorizeSummary:
     """Colourise every image in ``inputs`` into ``outdir`` (the core of ``colorgan colorize``).
 
-    Each failure is reported through ``report(message)`` and counted; the rest goes on.
+    Decoding, inference and encoding overlap (:func:`colorgan.batch.run_jobs`). Each failure is
+    reported through ``report(message)`` and counted; the rest goes on.
+
+    Args:
+        inputs: image files and folders (walked recursively, in sorted order).
+        outdir: output folder; the input folders' trees are kept under it.
+        colorizer: a :class:`colorgan.pipeline.Colorizer`.
+        render_size: short side the network sees.
+        compare: also write ``NAME_compare.EXT`` (original | colour).
+        overwrite: redo outputs that exist (else they are skipped, so a re-run finishes only
+            what is missing).
+        fmt: ``same`` or an output format (``png``, ``jpg``, ...).
+        quality: JPEG/WebP quality.
+        max_pixels: refuse larger images.
+        progress: show a progress bar.
+        report: receives one line per error or warning.
+        batch_size: images per forward pass.
+        workers: decoding threads and as many encoding threads (0: one stage at a time).
+        shard: ``(K, N)``: do only the files at positions ``i % N == K`` of the full list
+            (before skipping finished ones, so every process agrees on the split); errors about
+            the inputs themselves are reported by shard 0 only.
+        verbose: report one line per finished file.
     """
-    import numpy as np
     from tqdm import tqdm
 
     from colorgan import io as cio
-    from colorgan.errors import ImageLoadError
+    from colorgan.batch import FileJob, run_jobs, shard_of
 
     summary = ColorizeSummary()
-    jobs: list[tuple[Path, Path]] = []
+    k, n = shard if shard is not None else (0, 1)
+    planning_errors: list[str] = []
+    jobs: list[FileJob] = []
     planned: dict[Path, Path] = {}
     input_files: set[str] = set()
     for inp in inputs:
@@ -176,64 +229,101 @@ def colorize_paths(
                 out = _output_path(outdir, rel, fmt)
                 key = Path(os.path.abspath(out))
                 if key in planned:
-                    summary.failed += 1
-                    report(f"error: {file}: its output {out} would clash with that of {planned[key]}; skipped")
+                    planning_errors.append(f"error: {file}: its output {out} would clash with that of {planned[key]}; skipped")
                     continue
                 planned[key] = file
                 input_files.add(os.path.realpath(file))
-                jobs.append((file, out))
+                jobs.append(FileJob(file, out, _compare_path(out) if compare else None))
         except ColorGANError as e:
+            planning_errors.append(f"error: {e}")
+    if k == 0:  # one report of each input problem, not one per process
+        for msg in planning_errors:
             summary.failed += 1
-            report(f"error: {e}")
-    if not jobs and summary.failed == 0:
-        report(f"error: no images found in {', '.join(str(i) for i in inputs)}")
-        summary.failed += 1
+            report(msg)
+    if not jobs and not planning_errors:
+        if k == 0:
+            report(f"error: no images found in {', '.join(str(i) for i in inputs)}")
+            summary.failed += 1
         return summary
 
-    bar = tqdm(jobs, unit="img", disable=not progress, dynamic_ncols=True, desc="colourising")
-    for file, out in bar:
-        targets = [out] + ([_compare_path(out)] if compare else [])
+    todo: list[FileJob] = []
+    for job in shard_of(jobs, k, n):
+        targets = [job.output] + ([job.compare] if job.compare is not None else [])
         if not overwrite and all(t.exists() for t in targets):
             summary.skipped += 1
-            continue
-        try:
-            loaded = cio.load_image(file, max_pixels=max_pixels) if max_pixels else cio.load_image(file)
-            if loaded.kind == "colour":
-                report(f"warning: {file}: already in colour; only its luminance is used")
-            rgb = colorizer.colorize_loaded(loaded, render_size)  # type: ignore[attr-defined]
-            kw = dict(
-                bit_depth=loaded.bit_depth,
-                exif=loaded.exif,
-                icc_profile=loaded.icc_profile,
-                quality=quality,
-                inputs=input_files,
-                overwrite=True,
-            )
-            cio.save_image(out, rgb, alpha=loaded.alpha, **kw)
-            if compare:
-                side = np.concatenate([loaded.rgb.astype(np.float32), rgb], axis=1)
-                cio.save_image(_compare_path(out), side, **kw)
-            summary.done += 1
-        except (ColorGANError, ImageLoadError) as e:
-            summary.failed += 1
-            report(f"error: {e}")
-        except MemoryError:
-            summary.failed += 1
-            report(f"error: {file}: not enough memory to process this image")
+        else:
+            todo.append(job)
+    bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True, desc="colourising")
+    tag = f"[shard {k}/{n}] " if n > 1 else ""
+
+    def on_file(job: FileJob, ok: bool) -> None:
+        bar.update(1)
+        if ok and verbose:
+            report(f"{tag}colourised {job.source} -> {job.output}")
+
+    try:
+        result = run_jobs(
+            todo,
+            colorizer,
+            render_size=render_size,
+            batch_size=batch_size,
+            workers=workers,
+            max_pixels=max_pixels,
+            quality=quality,
+            inputs=input_files,
+            report=report,
+            on_file=on_file,
+        )
+    finally:
+        bar.close()
+    summary.done += result.done
+    summary.failed += result.failed
     return summary
 
 
+def _local_device(device: "object") -> "object":
+    """Under a launcher with several processes per machine, give each its own GPU (LOCAL_RANK)."""
+    import torch
+
+    local = os.environ.get("LOCAL_RANK")
+    if local is None or getattr(device, "type", None) != "cuda" or getattr(device, "index", None) is not None:
+        return device
+    count = torch.cuda.device_count()
+    return torch.device("cuda", int(local) % count) if count > 1 else device
+
+
 def _cmd_colorize(args: argparse.Namespace) -> int:
+    import torch
+
+    from colorgan.batch import parse_shard, shard_from_env
     from colorgan.pipeline import Colorizer, resolve_device
 
     try:
-        device = resolve_device(args.device)
+        device = _local_device(resolve_device(args.device))
+        shard = parse_shard(args.shard) if args.shard else shard_from_env()
+        if args.workers < 0:
+            raise ValueError(f"--workers must be 0 or more, got {args.workers}")
     except ValueError as e:
         print(f"colorgan: error: {e}", file=sys.stderr)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif args.workers > 0 and "OMP_NUM_THREADS" not in os.environ:
+        # The decode/encode threads need cores too; a network that takes all of them makes
+        # OpenMP spin against them (on a busy 2-core machine, 2 network threads made a forward
+        # pass up to 20x and a folder up to 1.4x slower than 1; see benchmarks/speed.py).
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // 2))
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     try:
-        colorizer = Colorizer.from_pretrained(args.weights if args.weights else args.model, device=device)
-    except ColorGANError as e:
+        colorizer = Colorizer.from_pretrained(
+            args.weights if args.weights else args.model,
+            device=device,
+            dtype=dtype,
+            backend=args.backend,
+            threads=args.threads,
+        )
+    except (ColorGANError, ValueError) as e:
         print(f"colorgan: error: {e}", file=sys.stderr)
         return 2
     if args.output.exists() and not args.output.is_dir():
@@ -257,8 +347,13 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         progress=not args.quiet and sys.stderr.isatty(),
         report=report,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        shard=shard,
+        verbose=args.verbose,
     )
-    print(f"{summary.line()}; outputs in {args.output}", file=sys.stderr)
+    tag = f"shard {shard[0]}/{shard[1]}: " if shard is not None and shard[1] > 1 else ""
+    print(f"{tag}{summary.line()}; outputs in {args.output}", file=sys.stderr)
     return 1 if summary.failed else 0
 
 

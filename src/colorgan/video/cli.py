@@ -1,0 +1,194 @@
+"""The ``colorgan video`` subcommand: colourise a video file, with temporal stability, audio kept.
+
+Exit status: 0 done (or the output existed already); 1 the input could not be colourised (not a
+video, no video stream, corrupt, no frames in the range) or the output could not be written,
+reported as one ``colorgan: error: FILE: reason`` line and with no output left behind; 2 usage
+errors (bad option, no model, unknown output format, the video extra missing) before any work.
+130 after Ctrl-C: the finished segments are kept and the same command continues from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from colorgan.cli import _positive_int, _render_size  # the same argument types as colorize
+from colorgan.errors import ColorGANError
+
+__all__ = ["add_video_parser", "parse_time"]
+
+_OUTPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi")  # kept in sync with media.OUTPUT_FORMATS (tested)
+
+
+def parse_time(text: str) -> float:
+    """``SS``, ``SS.sss``, ``MM:SS(.sss)`` or ``HH:MM:SS(.sss)`` -> seconds.
+
+    Raises:
+        argparse.ArgumentTypeError: anything else, or a negative time.
+    """
+    m = re.fullmatch(r"\s*(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?|\.\d+)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use seconds or [HH:]MM:SS.sss)")
+    h, mnt, s = m.groups()
+    if mnt is not None and float(s) >= 60:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (seconds must be below 60)")
+    return int(h or 0) * 3600 + int(mnt or 0) * 60 + float(s)
+
+
+def _strength(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return v
+
+
+def _threads(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (automatic) or more, got {v}")
+    return v
+
+
+def _crf(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= v <= 51:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 51, got {v}")
+    return v
+
+
+def add_video_parser(sub) -> None:
+    """Add the ``video`` subcommand to an argparse subparsers object (``add_subparsers()``)."""
+    from colorgan.video.temporal import DEFAULT_STRENGTH
+
+    v = sub.add_parser(
+        "video",
+        help="colourise a video file (temporal stability, audio kept, resumable)",
+        description="Colourise a video. The output is H.264 at the input's size, pixel aspect and frame timing "
+        "(variable frame rate kept), in the container its suffix names (.mp4, .m4v, .mov, .mkv, .avi); audio is "
+        "copied unchanged, metadata and rotation kept, and each frame's luminance is the input's. Colours are "
+        "stabilised over time along the optical flow and reset at scene cuts. An interrupted run continues where "
+        "it stopped when the same command is run again; the output appears only when complete.",
+    )
+    v.add_argument("input", type=Path, metavar="INPUT", help="a video file (MP4, MOV, MKV, AVI, ...)")
+    v.add_argument("-o", "--output", required=True, type=Path, metavar="OUTPUT", help="the video file to write")
+    v.add_argument("--render-size", type=_render_size, default=256, metavar="N", help="short side the model sees (default 256)")
+    t = v.add_mutually_exclusive_group()
+    t.add_argument(
+        "--temporal",
+        type=_strength,
+        default=DEFAULT_STRENGTH,
+        metavar="STRENGTH",
+        help=f"temporal stabilisation in [0, 1): weight of the motion-compensated previous colour (default {DEFAULT_STRENGTH})",
+    )
+    t.add_argument("--no-temporal", dest="temporal", action="store_const", const=0.0, help="colourise each frame on its own")
+    v.add_argument("--start", type=parse_time, default=None, metavar="T", help="first time to colourise (seconds or [HH:]MM:SS.sss)")
+    v.add_argument("--end", type=parse_time, default=None, metavar="T", help="time to stop at (exclusive)")
+    v.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="frames per forward pass (default 4)")
+    v.add_argument(
+        "--segment-frames",
+        type=_positive_int,
+        default=240,
+        metavar="N",
+        help="frames per resumable segment (default 240); an interrupted run loses at most one segment",
+    )
+    v.add_argument("--crf", type=_crf, default=18, metavar="Q", help="H.264 quality: 0 lossless, 18 default, 23 smaller")
+    v.add_argument(
+        "--preset",
+        default="medium",
+        choices=["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"],
+        metavar="P",
+        help="H.264 speed/size trade-off: ultrafast ... medium (default) ... veryslow",
+    )
+    v.add_argument(
+        "--encoder-threads",
+        type=_threads,
+        default=1,
+        metavar="N",
+        help="H.264 encoder threads: 1 (default) is reproducible, so a resumed run writes the same bytes; "
+        "0 = automatic, faster where the encoder is the bottleneck (GPU)",
+    )
+    v.add_argument("--overwrite", action="store_true", help="redo OUTPUT if it exists (otherwise it is left alone)")
+    v.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    g = v.add_mutually_exclusive_group()
+    g.add_argument("--weights", type=Path, metavar="PATH", help="a .safetensors weights file")
+    g.add_argument("--model", default=None, metavar="NAME", help="a shipped model by name (default: 'default')")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress bar; errors and the summary only")
+    v.set_defaults(func=_cmd_video)
+
+
+def _error(msg: str, code: int) -> int:
+    print(f"colorgan: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    if args.output.suffix.lower() not in _OUTPUT_SUFFIXES:
+        return _error(f"{args.output}: unknown video format {args.output.suffix!r}; use one of {', '.join(_OUTPUT_SUFFIXES)}", 2)
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        return _error(f"--end ({args.end:g} s) must be after --start ({args.start:g} s)", 2)
+    try:
+        from colorgan.video.core import VideoOptions, colorize_video, work_dir_for
+        from colorgan.video.media import require_av
+        from colorgan.video.temporal import require_cv2
+
+        require_av()
+        require_cv2()
+    except ImportError as e:
+        return _error(str(e), 2)
+    from colorgan.pipeline import Colorizer, resolve_device
+
+    try:
+        device = resolve_device(args.device)
+        colorizer = Colorizer.from_pretrained(args.weights if args.weights else args.model, device=device)
+    except (ValueError, ColorGANError) as e:
+        return _error(str(e), 2)
+    options = VideoOptions(
+        render_size=args.render_size, temporal=args.temporal, start=args.start, end=args.end,
+        batch_size=args.batch_size, segment_frames=args.segment_frames, crf=args.crf, preset=args.preset,
+        encoder_threads=args.encoder_threads,
+    )
+
+    def report(msg: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"colorgan: {msg}", file=sys.stderr)
+
+    try:
+        result = colorize_video(
+            args.input, args.output, colorizer=colorizer, options=options, overwrite=args.overwrite,
+            progress=not args.quiet and sys.stderr.isatty(), report=report,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"colorgan: interrupted; finished segments are kept in {work_dir_for(args.output)}: "
+            "run the same command again to continue",
+            file=sys.stderr,
+        )
+        return 130
+    except ColorGANError as e:
+        return _error(str(e), 1)
+    except MemoryError:
+        return _error(f"{args.input}: not enough memory (try a smaller --batch-size or --render-size)", 1)
+    if result.skipped:
+        print(f"colorgan: {args.output} exists; skipped (use --overwrite to redo it)", file=sys.stderr)
+        return 0
+    extra = f", {result.resumed_frames} of them from an interrupted run" if result.resumed_frames else ""
+    cuts = f"; {len(result.scene_cuts)} scene cut(s)" if result.scene_cuts else ""
+    print(
+        f"colorgan: {result.frames} frames colourised{extra} ({result.fps:.2f} frames/s){cuts}; output {result.output}",
+        file=sys.stderr,
+    )
+    for note in result.streams:
+        print(f"colorgan:   {note}", file=sys.stderr)
+    return 0
