@@ -207,3 +207,12 @@ def test_output_file_keeps_input_luminance(tmp_path, tiny_weights, capsys, suffi
     La = color.rgb_to_l(torch.from_numpy(a).permute(2, 0, 1).double())
     Lb = color.rgb_to_l(torch.from_numpy(b).permute(2, 0, 1).double())
     assert (La - Lb).abs().mean() < 0.5
+
+
+def test_infinite_count_is_a_usage_error_not_a_traceback(tmp_path, capsys):
+    from colorgan.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["colorize", str(tmp_path), "-o", str(tmp_path / "out"), "--threads", "inf"])
+    assert e.value.code == 2
+    assert "not a number: 'inf'" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from colorgan import __version__
 from colorgan.errors import ColorGANError
@@ -31,26 +31,72 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _render_size(text: str) -> int:
-    from colorgan.pipeline import MAX_RENDER_SIZE, MIN_RENDER_SIZE
+def int_range(
+    lo: int | Callable[[], int] | None,
+    hi: int | Callable[[], int] | None,
+    *,
+    what: str = "an integer",
+    message: str | None = None,
+    parse: Callable[[str], int] = int,
+) -> Callable[[str], int]:
+    """An argparse ``type=`` function for a whole number in ``[lo, hi]`` (either end may be open).
 
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not MIN_RENDER_SIZE <= v <= MAX_RENDER_SIZE:
-        raise argparse.ArgumentTypeError(f"must be between {MIN_RENDER_SIZE} and {MAX_RENDER_SIZE}, got {v}")
-    return v
+    Args:
+        lo: the smallest value allowed, None for no lower bound, or a function returning it
+            (read at parse time, so a limit that lives in a heavy module is imported only then).
+        hi: the largest value allowed, likewise.
+        what: how the unparsable-text error names the expected kind: ``not {what}: 'TEXT'``.
+        message: the out-of-range error, a format string with ``{lo}``, ``{hi}`` and ``{v}``;
+            default ``must be between {lo} and {hi}, got {v}`` (both bounds) or
+            ``must be {lo} or more, got {v}`` / ``must be {hi} or less, got {v}`` (one bound).
+        parse: text -> int; a ValueError from it is reported as not ``what``.
+
+    Returns:
+        ``f(text) -> int`` raising :class:`argparse.ArgumentTypeError` with a one-line message.
+    """
+
+    def check(text: str) -> int:
+        try:
+            v = parse(text)
+        except (ValueError, OverflowError):  # int(float("inf")) overflows
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        low = lo() if callable(lo) else lo
+        high = hi() if callable(hi) else hi
+        if (low is not None and v < low) or (high is not None and v > high):
+            if message is not None:
+                fmt = message
+            elif low is not None and high is not None:
+                fmt = "must be between {lo} and {hi}, got {v}"
+            else:
+                fmt = "must be {lo} or more, got {v}" if low is not None else "must be {hi} or less, got {v}"
+            raise argparse.ArgumentTypeError(fmt.format(lo=low, hi=high, v=v))
+        return v
+
+    return check
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
-    return v
+def _min_render_size() -> int:
+    from colorgan.pipeline import MIN_RENDER_SIZE  # lazily: colorgan.pipeline imports torch
+
+    return MIN_RENDER_SIZE
+
+
+def _max_render_size() -> int:
+    from colorgan.pipeline import MAX_RENDER_SIZE
+
+    return MAX_RENDER_SIZE
+
+
+# The argument types shared by the subcommands (they import these names).
+_render_size = int_range(_min_render_size, _max_render_size)
+# int(float(text)) so that "1e6" works for --max-pixels and the like.
+_positive_int = int_range(1, None, what="a number", message="must be positive, got {v}", parse=lambda text: int(float(text)))
+
+
+def cli_error(msg: str, code: int = 2) -> int:
+    """Print ``colorgan: error: MSG`` to stderr and return ``code`` (default 2, a usage error) as the exit status."""
+    print(f"colorgan: error: {msg}", file=sys.stderr)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1210,7 +1210,7 @@ def _atomic_write(target: Path, data: bytes) -> None:
                 os.unlink(temp_name)
             except OSError:
                 pass
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
 def _umask() -> int:
@@ -1227,8 +1227,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable (POSIX); best effort, as some file systems refuse it."""
+def fsync_directory(directory: Path) -> None:
+    """Make a rename into ``directory`` durable (POSIX); best effort, as some file systems refuse it."""
     if sys.platform.startswith("win"):
         return
     try:
@@ -1241,6 +1241,9 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+_fsync_directory = fsync_directory  # the old private name, kept for existing callers
 
 
 def _quantise(rgb: np.ndarray, bit_depth: int) -> np.ndarray:

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 from colorgan.cli import _positive_int, _render_size  # the same argument types as colorize
+from colorgan.cli import cli_error as _error
 from colorgan.errors import ColorGANError
 
-__all__ = ["add_evaluate_parser"]
+__all__ = ["add_evaluate_parser", "parse_model_args"]
 
 
 def add_evaluate_parser(sub) -> None:
@@ -53,15 +54,19 @@ def add_evaluate_parser(sub) -> None:
     e.set_defaults(func=_cmd_evaluate)
 
 
-def _error(msg: str) -> int:
-    print(f"colorgan: error: {msg}", file=sys.stderr)
-    return 2
+def parse_model_args(args: argparse.Namespace) -> list[str] | int:
+    """The model names of ``--models``, after checking them and the folders of ``--data`` and ``--mean-from``.
 
+    Shared by ``colorgan evaluate`` and ``colorgan study prepare``, which take the same options.
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from colorgan.eval.report import EvalConfig, EvaluationError, collect_files, evaluate_models, load_eval_models
-    from colorgan.pipeline import resolve_device
+    Args:
+        args: parsed options with ``models`` (a list of comma-separated groups), ``data`` (a list
+            of paths) and ``mean_from`` (a path or None).
 
+    Returns:
+        The non-empty list of model names in order, or exit status 2 after printing one
+        ``colorgan: error: ...`` line (no names given, a missing data or --mean-from folder).
+    """
     names = [n.strip() for group in args.models for n in group.split(",") if n.strip()]
     if not names:
         return _error("--models: no model names given")
@@ -70,6 +75,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             return _error(f"{d}: no such data folder")
     if args.mean_from is not None and not args.mean_from.exists():
         return _error(f"{args.mean_from}: no such folder (--mean-from)")
+    return names
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from colorgan.eval.report import EvalConfig, EvaluationError, collect_files, evaluate_models, load_eval_models
+    from colorgan.pipeline import resolve_device
+
+    names = parse_model_args(args)
+    if isinstance(names, int):
+        return names
     if args.out.exists() and not args.out.is_dir():
         return _error(f"{args.out}: exists and is not a folder")
     try:

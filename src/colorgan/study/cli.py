@@ -19,7 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from colorgan.cli import _positive_int, _render_size  # the same argument types as colorize
+from colorgan.cli import _positive_int, _render_size, int_range  # the same argument types as colorize
+from colorgan.cli import cli_error as _error
 from colorgan.errors import ColorGANError
 
 __all__ = ["add_study_parser"]
@@ -27,14 +28,7 @@ __all__ = ["add_study_parser"]
 _LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1"]
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
-    return v
+_non_negative_int = int_range(0, None)
 
 
 def _display_size(text: str) -> int:
@@ -133,24 +127,15 @@ def add_study_parser(sub) -> None:
     r.set_defaults(func=_cmd_results)
 
 
-def _error(msg: str) -> int:
-    print(f"colorgan: error: {msg}", file=sys.stderr)
-    return 2
-
-
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from colorgan.eval.report import collect_files, load_eval_models
     from colorgan.pipeline import resolve_device
+    from colorgan.eval.cli import parse_model_args
     from colorgan.study.prepare import PrepareConfig, check_study_dir, prepare_study
 
-    names = [n.strip() for group in args.models for n in group.split(",") if n.strip()]
-    if not names:
-        return _error("--models: no model names given")
-    for d in args.data:
-        if not d.exists():
-            return _error(f"{d}: no such data folder")
-    if args.mean_from is not None and not args.mean_from.exists():
-        return _error(f"{args.mean_from}: no such folder (--mean-from)")
+    names = parse_model_args(args)  # the same --models / --data / --mean-from checks as 'colorgan evaluate'
+    if isinstance(names, int):
+        return names
     try:
         check_study_dir(args.out)
         if not collect_files(args.data, exclude=args.out):

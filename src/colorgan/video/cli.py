@@ -14,7 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-from colorgan.cli import _positive_int, _render_size  # the same argument types as colorize
+from colorgan.cli import _positive_int, _render_size, int_range  # the same argument types as colorize
+from colorgan.cli import cli_error as _error
 from colorgan.errors import ColorGANError
 
 __all__ = ["add_video_parser", "parse_time"]
@@ -47,24 +48,8 @@ def _strength(text: str) -> float:
     return v
 
 
-def _threads(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (automatic) or more, got {v}")
-    return v
-
-
-def _crf(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 0 <= v <= 51:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 51, got {v}")
-    return v
+_threads = int_range(0, None, message="must be 0 (automatic) or more, got {v}")
+_crf = int_range(0, 51)  # H.264's quality scale
 
 
 def add_video_parser(sub) -> None:
@@ -125,11 +110,6 @@ def add_video_parser(sub) -> None:
     g.add_argument("--model", default=None, metavar="NAME", help="a shipped model by name (default: 'default')")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar; errors and the summary only")
     v.set_defaults(func=_cmd_video)
-
-
-def _error(msg: str, code: int) -> int:
-    print(f"colorgan: error: {msg}", file=sys.stderr)
-    return code
 
 
 def _cmd_video(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from colorgan.errors import ImageLoadError, OutOfMemoryError, OutputError
+from colorgan.io import fsync_directory
 
 from .media import OUTPUT_FORMATS, DecodedFrame, EncoderSettings, FrameReader, SegmentWriter, VideoInfo, frame_to_rgb, mux_output, probe
 from .temporal import DEFAULT_SCENE_THRESHOLD, DEFAULT_STRENGTH, StepInfo, TemporalConfig, TemporalStabilizer
@@ -537,7 +538,7 @@ def colorize_video(
         finally:
             if tmp.exists():
                 tmp.unlink()
-        _fsync_dir(dst.parent)
+        fsync_directory(dst.parent)
         shutil.rmtree(work.folder, ignore_errors=True)
     except ImageLoadError:
         # Bad input: there is nothing to resume, so leave nothing behind.
@@ -555,16 +556,3 @@ def colorize_video(
         output=dst, frames=work.frames_done, resumed_frames=resumed, scene_cuts=cuts, seconds=seconds,
         fps=computed / seconds if seconds > 0 else 0.0, streams=notes,
     )
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

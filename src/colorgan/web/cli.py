@@ -12,7 +12,8 @@ import socket
 import sys
 from pathlib import Path
 
-from colorgan.cli import _positive_int, _render_size  # the same argument types as colorize
+from colorgan.cli import _positive_int, _render_size, int_range  # the same argument types as colorize
+from colorgan.cli import cli_error as _error
 from colorgan.errors import ColorGANError
 
 __all__ = ["add_serve_parser"]
@@ -28,14 +29,7 @@ def _positive_float(text: str) -> float:
     return v
 
 
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {v}")
-    return v
+_port = int_range(0, 65535)
 
 
 def add_serve_parser(sub) -> None:
@@ -76,11 +70,6 @@ def add_serve_parser(sub) -> None:
     g.add_argument("--model", default=None, metavar="NAME", help="a shipped model by name (default: 'default')")
     s.add_argument("-q", "--quiet", action="store_true", help="no access log; warnings and errors only")
     s.set_defaults(func=_cmd_serve)
-
-
-def _error(msg: str) -> int:
-    print(f"colorgan: error: {msg}", file=sys.stderr)
-    return 2
 
 
 def _bind(host: str, port: int) -> socket.socket:
