@@ -168,3 +168,20 @@ def test_shipped_default_model_loads_and_colours():
     assert (_lab_L(out) - _lab_L(np.repeat(grey[..., None], 3, axis=2))).abs().mean() < 0.5
     chroma = color.rgb_to_lab(torch.from_numpy(out / 255.0).permute(2, 0, 1))[1:].square().sum(0).sqrt()
     assert chroma.mean() > 1.0  # it adds colour
+
+
+@pytest.mark.parametrize("name,kind", [("default", "generator"), ("cic", "cic"), ("iizuka", "iizuka")])
+def test_every_shipped_model_is_installed_loads_and_colours(name, kind):
+    """The package ships our model and the paper's two baselines, each selectable by name."""
+    from colorgan.models import hub
+
+    path = hub.shipped_weights_path(name)
+    assert path is not None, f"the {name!r} weights are missing from src/colorgan/weights"
+    assert path.stat().st_size < 30 * 2**20  # the project's limit per weights file
+    assert hub.read_metadata(path)["kind"] == kind
+    c = Colorizer.from_pretrained(name, device="cpu")
+    grey = _grey_photo(64, 96)
+    out = c.colorize(grey, render_size=64)
+    assert (_lab_L(out) - _lab_L(np.repeat(grey[..., None], 3, axis=2))).abs().mean() < 0.5
+    chroma = color.rgb_to_lab(torch.from_numpy(out / 255.0).permute(2, 0, 1))[1:].square().sum(0).sqrt()
+    assert chroma.mean() > 1.0
