@@ -133,3 +133,16 @@ def test_gradient_finite_at_zero():
     rgb = torch.zeros(1, 3, 2, 2, requires_grad=True)
     color.rgb_to_lab(rgb).sum().backward()
     assert torch.isfinite(rgb.grad).all()
+
+
+def test_merge_luminance_in_bands_equals_one_pass(monkeypatch):
+    """Large CPU merges run in bands of rows (for the cache); the result must not change."""
+    g = torch.Generator().manual_seed(3)
+    L = torch.rand(2, 1, 37, 29, generator=g) * 100
+    ab = torch.randn(2, 2, 9, 7, generator=g) * 40  # strong colour: many pixels need the gamut clip
+    whole = color.merge_luminance(L, ab)
+    monkeypatch.setattr(color, "_MERGE_CHUNK", 100)  # bands of 1 row
+    banded = color.merge_luminance(L, ab)
+    assert torch.allclose(whole, banded, atol=1e-6)
+    ab_full = torch.nn.functional.interpolate(ab, size=(37, 29), mode="bilinear", align_corners=False)
+    assert torch.allclose(banded, color.lab_to_rgb(torch.cat([L, ab_full], 1)), atol=1e-6)
