@@ -99,6 +99,13 @@ def cli_error(msg: str, code: int = 2) -> int:
     return code
 
 
+def cli_warning(msg: str) -> None:
+    """Print ``colorgan: warning: MSG`` to stderr without breaking a running progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"colorgan: warning: {msg}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = _Parser(prog="colorgan", description="Colourise black-and-white photographs.")
@@ -430,7 +437,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"colorgan: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"colorgan: interrupted; a checkpoint was saved, continue with --resume", file=sys.stderr)
+        print("colorgan: interrupted; a checkpoint was saved, continue with --resume", file=sys.stderr)
         return 130
     except ValueError as e:
         print(f"colorgan: error: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from colorgan.cli import _positive_int, _render_size  # the same argument types as colorize
 from colorgan.cli import cli_error as _error
+from colorgan.cli import cli_warning
 from colorgan.errors import ColorGANError
 
 __all__ = ["add_evaluate_parser", "parse_model_args"]
@@ -102,13 +103,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return _error(str(e))
     cfg = EvalConfig(render_size=args.render_size, protocol=args.protocol, fid=not args.no_fid, max_images=args.max_images)
 
-    def report(msg: str) -> None:
-        from tqdm import tqdm
-
-        tqdm.write(f"colorgan: warning: {msg}", file=sys.stderr)  # keeps the progress bar intact
-
     try:
-        results = evaluate_models(models, args.data, args.out, cfg, progress=not args.quiet and sys.stderr.isatty(), report=report)
+        results = evaluate_models(models, args.data, args.out, cfg, progress=not args.quiet and sys.stderr.isatty(), report=cli_warning)
     except EvaluationError as e:
         return _error(str(e))
     print(results["outputs"]["report"])

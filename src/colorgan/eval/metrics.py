@@ -21,7 +21,6 @@ Nothing here downloads anything. The FID network is read from the files of the P
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence

@@ -14,13 +14,13 @@ Usage errors (missing folders, unknown models, a folder that already holds a stu
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import sys
 from pathlib import Path
 
 from colorgan.cli import _positive_int, _render_size, int_range  # the same argument types as colorize
 from colorgan.cli import cli_error as _error
+from colorgan.cli import cli_warning
 from colorgan.errors import ColorGANError
 
 __all__ = ["add_study_parser"]
@@ -149,13 +149,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         return _error(str(e))
     cfg = PrepareConfig(n=args.n, practice=args.practice, size=args.size, render_size=args.render_size, seed=args.seed)
 
-    def report(msg: str) -> None:
-        from tqdm import tqdm
-
-        tqdm.write(f"colorgan: warning: {msg}", file=sys.stderr)  # keeps the progress bar intact
-
     try:
-        summary = prepare_study(models, args.data, args.out, cfg, progress=not args.quiet and sys.stderr.isatty(), report=report)
+        summary = prepare_study(models, args.data, args.out, cfg, progress=not args.quiet and sys.stderr.isatty(), report=cli_warning)
     except ColorGANError as e:
         return _error(str(e))
     print(
@@ -170,15 +165,6 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -188,7 +174,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _error(f"the study server needs FastAPI and uvicorn: pip install 'colorgan[web]' ({e})")
     from colorgan.study.db import StudyDB
 
-    loopback = _is_loopback(args.host)
+    from colorgan.web.settings import is_loopback
+
+    loopback = is_loopback(args.host)
     try:
         db = StudyDB(args.study)
         app = create_study_app(
