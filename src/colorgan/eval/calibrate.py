@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -31,6 +32,8 @@ import torch
 from colorgan import color
 
 __all__ = ["GainPoint", "chroma_gain_curve", "pick_gain", "main"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,17 +68,25 @@ def chroma_gain_curve(
         One :class:`GainPoint` per gain, in the order given.
     """
     from colorgan import io as cio
+    from colorgan.errors import ImageLoadError
     from colorgan.eval.metrics import center_crop_resize, colourfulness, psnr
+    from colorgan.eval.report import ground_truth
 
     cf_true: list[float] = []
     cf_pred: dict[float, list[float]] = {g: [] for g in gains}
     psnrs: dict[float, list[float]] = {g: [] for g in gains}
     for f in files:
-        loaded = cio.load_image(f)
-        rgb = center_crop_resize(loaded.rgb, size)
-        t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-        lab = color.rgb_to_lab(t)
-        truth = color.lab_to_rgb(lab)[0].permute(1, 2, 0).numpy()
+        # As the evaluation report does: unreadable and greyscale truths are left out (a grey
+        # truth's CF of 0 would pull the target down).
+        try:
+            loaded = cio.load_image(f)
+        except ImageLoadError as e:
+            log.warning("skipped %s", e)
+            continue
+        if loaded.kind == "grey":
+            continue
+        lab, truth_t = ground_truth(center_crop_resize(loaded.rgb, size), protocol="full")
+        truth = truth_t[0].permute(1, 2, 0).numpy()
         L = lab[:, :1]
         ab = colorizer.predict_ab(L, render_size)  # type: ignore[attr-defined]
         cf_true.append(colourfulness(truth))
@@ -109,6 +120,7 @@ def pick_gain(curve: Sequence[GainPoint], target: float) -> GainPoint:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m colorgan.eval.calibrate``: print the gain curve and write the calibrated weights."""
     from colorgan import io as cio
+    from colorgan.cli import cli_error
     from colorgan.errors import ColorGANError
     from colorgan.models import hub
     from colorgan.pipeline import Colorizer
@@ -130,8 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gains = [float(g) for g in args.gains.split(",")]
         curve = chroma_gain_curve(colorizer, files, gains)
     except (ColorGANError, ValueError) as e:
-        print(f"colorgan: error: {e}", file=sys.stderr)
-        return 2
+        return cli_error(str(e))
     print(f"{len(files)} photos")
     print("gain  CF ratio  dCF    PSNR")
     for pt in curve:

@@ -265,6 +265,24 @@ def collect_files(data: Sequence[str | os.PathLike], exclude: str | os.PathLike 
     return files
 
 
+def ground_truth(rgb: np.ndarray, protocol: str = "256") -> tuple[torch.Tensor, torch.Tensor]:
+    """A ground-truth photo as the protocol compares it.
+
+    Args:
+        rgb: ``(H, W, 3)`` float sRGB in [0, 1] (a loaded photo).
+        protocol: ``"256"`` (short side 256, centre crop) or ``"full"``.
+
+    Returns:
+        ``(lab, rgb_rt)``: ``(1, 3, h, w)`` Lab, and the same rendered back to sRGB in [0, 1]
+        through the gamut clipping the predictions get, so that only colour differences count.
+    """
+    if protocol == "256":
+        rgb = M.center_crop_resize(rgb, _PROTOCOL_SIZE)
+    gt = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    lab = color.rgb_to_lab(gt)
+    return lab, color.lab_to_rgb(lab)
+
+
 def evaluate_models(
     models: dict,
     data: Sequence[str | os.PathLike],
@@ -341,12 +359,7 @@ def evaluate_models(
             if cfg.skip_grey and loaded.kind == "grey":
                 skipped.append({"file": str(file), "reason": "greyscale ground truth"})
                 continue
-            rgb = loaded.rgb
-            if cfg.protocol == "256":
-                rgb = M.center_crop_resize(rgb, _PROTOCOL_SIZE)
-            gt = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-            lab_gt = color.rgb_to_lab(gt)
-            gt_rt = color.lab_to_rgb(lab_gt)  # rendered like the predictions (same gamut clipping)
+            lab_gt, gt_rt = ground_truth(loaded.rgb, cfg.protocol)
             L = lab_gt[:, :1]  # all the models ever see
             gt_cf.append(M.colourfulness(gt_rt[0]))
             gt_hist += _ab_hist(lab_gt)
@@ -369,7 +382,7 @@ def evaluate_models(
             if row is not None:
                 row.append(_thumb(gt_rt[0], cfg.grid_cell))
                 grid_rows.append(row)
-            images.append({"file": str(file), "height": int(gt.shape[-2]), "width": int(gt.shape[-1])})
+            images.append({"file": str(file), "height": int(gt_rt.shape[-2]), "width": int(gt_rt.shape[-1])})
             bar.update(1)
     finally:
         bar.close()
