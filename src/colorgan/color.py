@@ -13,6 +13,8 @@ The constants are the ones scikit-image uses (``skimage.color.rgb2lab`` with ill
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -60,6 +62,13 @@ def _check_image(x: torch.Tensor, name: str) -> None:
 
 def _matrix(rows: tuple[tuple[float, ...], ...], like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+
+@functools.lru_cache(maxsize=1)
+def _xyz_to_rgb() -> tuple[tuple[float, ...], ...]:
+    """The inverse of ``_RGB_TO_XYZ``, computed once in float64 (every Lab -> sRGB call needs it)."""
+    inv = torch.linalg.inv(torch.tensor(_RGB_TO_XYZ, dtype=torch.float64))
+    return tuple(tuple(row) for row in inv.tolist())
 
 
 def _apply_matrix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -131,8 +140,7 @@ def lab_to_rgb_unclipped(lab: torch.Tensor) -> torch.Tensor:
     fz = fy - b / 200.0
     white = torch.tensor(_WHITE, dtype=lab.dtype, device=lab.device).view(3, 1, 1)
     xyz = torch.stack([_f_inv(fx), _f_inv(fy), _f_inv(fz)], dim=-3) * white
-    inv = torch.linalg.inv(_matrix(_RGB_TO_XYZ, lab).double()).to(lab.dtype)
-    lin = _apply_matrix(inv, xyz)
+    lin = _apply_matrix(_matrix(_xyz_to_rgb(), lab), xyz)
     # Negative linear values have no sRGB encoding: _linear_to_srgb's linear segment (below
     # 0.0031308) keeps them linear, so the sign survives.
     return _linear_to_srgb(lin)
@@ -188,7 +196,7 @@ def gamut_clip(lab: torch.Tensor, steps: int = 12, tol: float = 1e-4) -> torch.T
         lab_px = lab.movedim(-3, -1)[out_of_gamut].float()  # (N, 3)
         L = lab_px[:, :1].clamp(0.0, 100.0)
         ab = lab_px[:, 1:]
-        inv = torch.linalg.inv(torch.tensor(_RGB_TO_XYZ, dtype=torch.float64)).T.to(lab.device, torch.float32)
+        inv = _matrix(_xyz_to_rgb(), L).T
         white = torch.tensor(_WHITE, dtype=torch.float32, device=lab.device)
         fy = (L + 16.0) / 116.0
         lo_lin, hi_lin = -tol / 12.92, 1.0 + tol * 2.4
