@@ -121,6 +121,8 @@ class CICModel(nn.Module):
     Args:
         config: the architecture and loss constants.
         pretrained_encoder: load the encoder's ImageNet weights (offline).
+        compute_bins: fill ``bins`` from :func:`ab_bins` (a new model); False leaves zeros for a
+            state dict to fill (loading saved weights).
 
     Shapes: ``forward(l_norm)``: ``(B, 1, H, W)`` L / 50 - 1 -> ``(B, 2, H, W)`` ab / 110, H and W
     multiples of 32. ``forward(l_norm, raw=True)``: ``(B, Q, H/4, W/4)`` bin logits.
@@ -133,7 +135,7 @@ class CICModel(nn.Module):
     stride = 32
     hub_kind = "cic"
 
-    def __init__(self, config: CICConfig | None = None, *, pretrained_encoder: bool = False) -> None:
+    def __init__(self, config: CICConfig | None = None, *, pretrained_encoder: bool = False, compute_bins: bool = True) -> None:
         super().__init__()
         self.config = config = config or CICConfig()
         self.encoder = build_encoder(config.encoder, pretrained=pretrained_encoder, simple_channels=config.simple_channels)
@@ -147,10 +149,11 @@ class CICModel(nn.Module):
         # CIC conv8: one deconvolution to stride 4, then the 1x1 classifier.
         self.up = nn.Sequential(nn.ConvTranspose2d(w, w, 4, stride=2, padding=1), nn.ReLU(inplace=True), _cbr(w, w))
         self.classifier = nn.Conv2d(w, config.n_bins, 1)
-        bins = ab_bins()
+        # compute_bins=False when the weights file will supply them (hub.load_model): ab_bins()
+        # costs about 2 s, and a file from a build whose bin rule differed must win anyway.
+        bins = ab_bins() if compute_bins else torch.zeros(config.n_bins, 2)
         if len(bins) != config.n_bins:
-            # A file from a build whose bin rule differed: the right centres come from the file.
-            bins = torch.zeros(config.n_bins, 2)
+            raise ValueError(f"this build finds {len(bins)} in-gamut bins, the config says {config.n_bins}")
         self.register_buffer("bins", bins.clone())
         self.register_buffer("prior", torch.full((config.n_bins,), 1.0 / config.n_bins))
         self.register_buffer("class_weights", torch.ones(config.n_bins))

@@ -56,7 +56,7 @@ def _builders() -> dict[str, tuple[Callable[[dict], Any], Callable[[Any], nn.Mod
         "generator": (GeneratorConfig.from_dict, lambda cfg: SAUNet(cfg)),
         "critic": (CriticConfig.from_dict, lambda cfg: Critic(cfg)),
         "mean_chroma": (MeanChromaConfig.from_dict, lambda cfg: MeanChromaModel(cfg)),
-        "cic": (CICConfig.from_dict, lambda cfg: CICModel(cfg)),
+        "cic": (CICConfig.from_dict, lambda cfg: CICModel(cfg, compute_bins=False)),  # bins come from the file
         "iizuka": (IizukaConfig.from_dict, lambda cfg: IizukaModel(cfg)),
     }
 
