@@ -227,6 +227,10 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
     )
     ckpt = stage_dir / "checkpoint.pt"
     state = _resume(ckpt, ctx, {"generator": g, "opt_g": opt})
+    if state is None and hasattr(g, "fit_prior") and not ctx.cfg.init_generator:
+        # CIC's class rebalancing needs the colour prior before its first step; a resumed stage
+        # has it in the checkpoint's buffers, and given weights bring their own.
+        _fit_prior(g, ctx, ctx.cfg)
     step = int(state["step"]) if state else 0
     gw = _wrap(g, ctx)
     own_loss = getattr(g, "loss", None)  # the baselines' objectives; SAUNet has none
@@ -273,7 +277,7 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
                         ab = gw(l_in).float()
                     l1 = pixel_loss(ab, ab_true)
                     loss = cfg.l1_weight * l1
-                if own_loss is None and feat_loss is not None:
+                if feat_loss is not None:  # None for the baselines (own_loss)
                     feat = feat_loss(render_rgb(l, ab), render_rgb(l, ab_true))
                     loss = loss + cfg.feature_weight * feat
                 opt.zero_grad(set_to_none=True)
@@ -555,7 +559,7 @@ PRIOR_BATCHES = 100
 
 def _fit_prior(model: nn.Module, ctx: Context, cfg: TrainConfig) -> None:
     """Measure CIC's empirical ab-bin prior on the training mix (its own sample stream, no degradation)."""
-    n_batches = PRIOR_BATCHES if cfg.pretrain_g.steps >= PRIOR_BATCHES else max(1, cfg.pretrain_g.steps)
+    n_batches = max(1, min(PRIOR_BATCHES, cfg.pretrain_g.steps))
     batches = (b["ab"] for b in ctx.loader("prior", 64, cfg.pretrain_g.batch_size, 0, n_batches, degrade=False))
     n = model.fit_prior(batches)  # type: ignore[operator]
     log.info("colour prior measured on %d pixels (%d batches)", n, n_batches)
@@ -621,9 +625,6 @@ def run_training(
         generator.load_state_dict(torch.load(state_dir / "generator.pt", map_location="cpu", weights_only=True))
     if (state_dir / "critic.pt").exists():
         critic.load_state_dict(torch.load(state_dir / "critic.pt", map_location="cpu", weights_only=True))
-    fit_prior = getattr(generator, "fit_prior", None)
-    if fit_prior is not None and not (state_dir / "generator.pt").exists() and not cfg.init_generator:
-        _fit_prior(generator, ctx, cfg)
 
     for name, kind, cycle in plan_stages(cfg):
         if name in progress_state["done"]:
