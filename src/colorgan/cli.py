@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads of the network's operators (default: OMP_NUM_THREADS if set, else half the cores "
                    "when --workers > 0, leaving the rest to decoding and encoding)")
     c.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="images per forward pass (default 4)")
-    c.add_argument("--workers", type=int, default=2, metavar="N",
+    c.add_argument("--workers", type=int_range(0, None, message="must be 0 or more, got {v}"), default=2, metavar="N",
                    help="decoding threads and as many encoding threads, overlapping the network (default 2; 0: one at a time)")
     c.add_argument("--shard", default=None, metavar="K/N",
                    help="do only part K of N of the sorted file list (0 <= K < N), for SLURM arrays or GNU parallel; "
@@ -354,11 +354,8 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     try:
         device = _local_device(resolve_device(args.device))
         shard = parse_shard(args.shard) if args.shard else shard_from_env()
-        if args.workers < 0:
-            raise ValueError(f"--workers must be 0 or more, got {args.workers}")
     except ValueError as e:
-        print(f"colorgan: error: {e}", file=sys.stderr)
-        return 2
+        return cli_error(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
     elif args.workers > 0 and "OMP_NUM_THREADS" not in os.environ:

@@ -90,6 +90,8 @@ def _sample_input(batch: int, h: int, w: int, seed: int = 0) -> "torch.Tensor":
 def _export_graph(model: "nn.Module", target: Path, *, stride: int, opset: int, exporter: str) -> None:
     import torch
 
+    from colorgan.onnx_backend import INPUT_NAME, OUTPUT_NAME  # the names the backend runs by
+
     # Sample sizes differ from each other and from 1, so that no dimension gets specialised.
     sample = _sample_input(2, 4 * stride, 6 * stride)
     with _quiet_exporter(), torch.no_grad():
@@ -112,9 +114,9 @@ def _export_graph(model: "nn.Module", target: Path, *, stride: int, opset: int, 
                 external_data=False,
                 verbose=False,
                 opset_version=opset,
-                input_names=["l_norm"],
-                output_names=["ab_norm"],
-                dynamic_shapes={"l_norm": {0: batch, 2: stride * h, 3: stride * w}},
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={INPUT_NAME: {0: batch, 2: stride * h, 3: stride * w}},
             )
         elif exporter == "torchscript":
             # H and W are multiples of the stride, so the generator's one shape-dependent branch
@@ -127,11 +129,11 @@ def _export_graph(model: "nn.Module", target: Path, *, stride: int, opset: int, 
                 str(target),
                 dynamo=False,
                 opset_version=opset,
-                input_names=["l_norm"],
-                output_names=["ab_norm"],
-                dynamic_axes={"l_norm": dims, "ab_norm": dims},
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: dims, OUTPUT_NAME: dims},
             )
-        else:
+        else:  # export_onnx checked the name before any work
             raise ValueError(f"unknown exporter {exporter!r}; choose one of {EXPORTERS}")
 
 
@@ -215,6 +217,8 @@ def export_onnx(
     """
     import torch
 
+    from colorgan.onnx_backend import ONNX_FORMAT
+
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r}; choose one of {EXPORTERS}")
     try:
@@ -226,7 +230,7 @@ def export_onnx(
     plain = plain_model(model)
     config = getattr(model, "config", None)
     meta = {
-        "format": "colorgan-onnx",
+        "format": ONNX_FORMAT,
         "kind": "generator",
         "version": __version__,
         "stride": str(stride),

@@ -1243,7 +1243,6 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-_fsync_directory = fsync_directory  # the old private name, kept for existing callers
 
 
 def _quantise(rgb: np.ndarray, bit_depth: int) -> np.ndarray:

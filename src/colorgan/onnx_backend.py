@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from colorgan.errors import ModelLoadError
+from colorgan.models.layers import check_l_input
 
 __all__ = ["OnnxModel", "ONNX_FORMAT", "INPUT_NAME", "OUTPUT_NAME", "import_onnxruntime"]
 
@@ -126,11 +127,7 @@ class OnnxModel(nn.Module):
         self.register_buffer("file_sha256", torch.tensor(list(digest), dtype=torch.uint8))
 
     def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
-        if l_norm.dim() != 4 or l_norm.shape[1] != 1:
-            raise ValueError(f"expected L of shape (B, 1, H, W), got {tuple(l_norm.shape)}")
-        H, W = l_norm.shape[-2:]
-        if H % self.stride or W % self.stride:
-            raise ValueError(f"H and W must be multiples of {self.stride}, got {H}x{W}")
+        check_l_input(l_norm, self.stride)
         # onnxruntime wants a C-contiguous float32 numpy array (a channels_last or bf16 tensor
         # from the caller is converted here, at the cost of one copy of a render-size image).
         x = l_norm.detach().to("cpu", torch.float32).contiguous().numpy()

@@ -121,7 +121,6 @@ class PreparedImage:
     kind: str
 
 
-_Prepared = PreparedImage  # the name this class had before it was public
 
 # Exact L of every 8-bit and 16-bit grey level, computed once by color.rgb_to_l itself.
 _L_LUTS: dict[int, np.ndarray] = {}
@@ -399,7 +398,9 @@ class Colorizer:
             loaded = cio.from_pil(image)
         if loaded.kind == "colour" and loaded is not image:
             log.warning("%s is already in colour; only its luminance is used", loaded.source or "input")
-        L = _grey_luminance(loaded.rgb, loaded.bit_depth)
+        # Only a 'grey' image can have three exactly equal channels (classify_tone): colour and
+        # tinted ones skip the look-up's full-size equality checks.
+        L = _grey_luminance(loaded.rgb, loaded.bit_depth) if loaded.kind == "grey" else None
         if L is not None:
             L = L.to(self.device)
         else:
@@ -407,7 +408,6 @@ class Colorizer:
             L = color.rgb_to_l(rgb.to(self.device))
         return PreparedImage(L=L, alpha=loaded.alpha, bit_depth=loaded.bit_depth, kind=loaded.kind)
 
-    _prepare = prepare  # the name this method had before it was public
 
     @torch.inference_mode()
     def predict_ab_batch(self, Ls: Sequence[torch.Tensor], render_size: int = 256) -> list[torch.Tensor]:
