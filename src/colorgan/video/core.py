@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -32,7 +31,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from colorgan.errors import ImageLoadError, OutOfMemoryError, OutputError
-from colorgan.io import fsync_directory
+from colorgan.io import _atomic_write, fsync_directory
 
 from .media import OUTPUT_FORMATS, DecodedFrame, EncoderSettings, FrameReader, SegmentWriter, VideoInfo, frame_to_rgb, mux_output, probe
 from .temporal import DEFAULT_SCENE_THRESHOLD, DEFAULT_STRENGTH, StepInfo, TemporalConfig, TemporalStabilizer
@@ -149,9 +148,6 @@ def work_dir_for(output: str | os.PathLike[str]) -> Path:
 
 # ------------------------------------------------------------------------------------ luminance
 
-_GREY_LUT: np.ndarray | None = None
-
-
 def luminance(rgb: np.ndarray) -> np.ndarray:
     """L of an 8-bit sRGB frame.
 
@@ -165,17 +161,14 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     Returns:
         ``(H, W)`` float32 L in [0, 100].
     """
-    global _GREY_LUT
     import torch
 
     from colorgan import color
+    from colorgan.pipeline import _grey_lut  # the photos' table, built by rgb_to_l itself
 
-    if _GREY_LUT is None:
-        grey = torch.arange(256, dtype=torch.float32) / np.float32(255.0)
-        _GREY_LUT = color.rgb_to_l(grey.view(1, 1, -1).expand(3, 1, -1).contiguous()).view(-1).numpy()
     r = rgb[..., 0]
     if np.array_equal(r, rgb[..., 1]) and np.array_equal(r, rgb[..., 2]):
-        return _GREY_LUT[r]
+        return _grey_lut(8)[r]
     x = torch.from_numpy(np.require(rgb, np.uint8, ["C", "W"])).permute(2, 0, 1).float() / 255.0
     return color.rgb_to_l(x)[0].numpy()
 
@@ -196,22 +189,6 @@ def _model_id(colorizer: Any) -> str:
     else:
         h.update(f"{type(model).__name__}:{getattr(model, 'path', colorizer.name)}".encode())
     return h.hexdigest()[:16]
-
-
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class _Work:
@@ -264,10 +241,8 @@ class _Work:
                 np.savez(f, **state)
                 f.flush()
                 os.fsync(f.fileno())
-            _write_json(
-                self.folder / "manifest.json",
-                {"version": _MANIFEST_VERSION, "fingerprint": self.fingerprint, "segments": self.segments + [seg], "state": name},
-            )
+            manifest = {"version": _MANIFEST_VERSION, "fingerprint": self.fingerprint, "segments": self.segments + [seg], "state": name}
+            _atomic_write(self.folder / "manifest.json", json.dumps(manifest, indent=1).encode())  # raises OutputError
         except OSError as e:
             raise OutputError(self.folder, f"cannot write ({e.strerror or e})") from None
         old = self.state_file
@@ -334,17 +309,10 @@ def _inference_mode(fn: Callable) -> Callable:
     return wrapper
 
 
-def _is_oom(e: BaseException) -> bool:
-    import torch
-
-    if isinstance(e, getattr(torch, "OutOfMemoryError", ())):
-        return True
-    msg = str(e).lower()
-    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
-
-
 def _predict(colorizer: Any, L: Any, render_size: int) -> Any:
     """predict_ab, splitting the batch when the device runs out of memory."""
+    from colorgan.pipeline import _is_oom
+
     try:
         return colorizer.predict_ab(L, render_size)
     except Exception as e:  # noqa: BLE001 - only out-of-memory is handled
