@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_SUFFIXES",
     "LoadedImage",
+    "atomic_write",
     "classify_tone",
     "encode_image",
     "format_for_suffix",
@@ -1159,7 +1160,7 @@ def save_image(
         )
     except OutputError as exc:
         raise OutputError(target, exc.reason) from None
-    _atomic_write(target, data)
+    atomic_write(target, data)
     return target
 
 
@@ -1181,8 +1182,14 @@ def _refuse_inputs(target: Path, inputs: Iterable[str | os.PathLike[str]]) -> No
             raise OutputError(target, "refusing to overwrite an input file")
 
 
-def _atomic_write(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` via a temporary file in the same directory and os.replace."""
+def atomic_write(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` via a temporary file in the same directory and os.replace.
+
+    A reader never sees half a file; the file gets the permissions a plain open() would give.
+
+    Raises:
+        OutputError: the folder or the file cannot be written (the target is left as it was).
+    """
     directory = target.parent if str(target.parent) else Path(".")
     try:
         directory.mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,7 @@ def parse_model_args(args: argparse.Namespace) -> list[str] | int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from colorgan.eval.report import EvalConfig, EvaluationError, collect_files, evaluate_models, load_eval_models
+    from colorgan.eval.report import EvalConfig, collect_files, evaluate_models, load_eval_models
     from colorgan.pipeline import resolve_device
 
     names = parse_model_args(args)
@@ -105,7 +105,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         results = evaluate_models(models, args.data, args.out, cfg, progress=not args.quiet and sys.stderr.isatty(), report=cli_warning)
-    except EvaluationError as e:
+    except ColorGANError as e:  # EvaluationError, or OutputError writing the report
         return _error(str(e))
     print(results["outputs"]["report"])
     failed = [s for s in results["skipped"] if s["reason"] != "greyscale ground truth"]

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -429,9 +428,9 @@ def evaluate_models(
     if hist_note:
         results["notes"].append(hist_note)
         say(hist_note)
-    _atomic_text(out_dir / "results.json", json.dumps(results, indent=1, allow_nan=False) + "\n")
+    cio.atomic_write(out_dir / "results.json", (json.dumps(results, indent=1, allow_nan=False) + "\n").encode("utf-8"))
     outputs["results"] = str(out_dir / "results.json")
-    _atomic_text(out_dir / "report.md", _markdown(results, outputs))
+    cio.atomic_write(out_dir / "report.md", _markdown(results, outputs).encode("utf-8"))
     outputs["report"] = str(out_dir / "report.md")
     results["outputs"] = outputs
     return results
@@ -516,23 +515,6 @@ def _version() -> str:
 # ---------------------------------------------------------------------------------------------
 # Writers
 # ---------------------------------------------------------------------------------------------
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    """Write text via a temporary file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        tmp = None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _fmt_ci(d: dict | None, digits: int) -> str:

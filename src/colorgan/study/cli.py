@@ -25,9 +25,6 @@ from colorgan.errors import ColorGANError
 
 __all__ = ["add_study_parser"]
 
-_LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1"]
-
-
 _non_negative_int = int_range(0, None)
 
 
@@ -174,7 +171,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _error(f"the study server needs FastAPI and uvicorn: pip install 'colorgan[web]' ({e})")
     from colorgan.study.db import StudyDB
 
-    from colorgan.web.settings import is_loopback
+    from colorgan.web.settings import LOOPBACK_HOSTS, is_loopback
 
     loopback = is_loopback(args.host)
     try:
@@ -186,7 +183,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             results_api=not args.hide_results,
             # Bound to loopback, only loopback Host headers: a web page elsewhere cannot reach
             # the study through DNS rebinding.
-            allowed_hosts=_LOOPBACK_NAMES if loopback else None,
+            allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None,
         )
     except ColorGANError as e:
         return _error(str(e))

@@ -21,7 +21,6 @@ import csv
 import io
 import math
 import os
-import secrets
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
@@ -299,18 +298,11 @@ def write_csv(study: StudyDB | str | os.PathLike, path: str | os.PathLike) -> in
     if path.exists() and path.resolve() == db.path.resolve():
         raise StudyError(f"{path}: refusing to write the CSV over the study database")
     text, n = csv_text(db)
+    from colorgan import io as cio
+    from colorgan.errors import OutputError
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A sibling temporary file renamed over the target: a reader never sees half a CSV.
-        # (open 'x' rather than mkstemp, so the file gets the usual umask permissions, not 0600.)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            with open(tmp, "x", encoding="utf-8", newline="") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as e:
-        raise StudyError(f"{path}: cannot write ({e.strerror or e})") from None
+        cio.atomic_write(path, text.encode("utf-8"))  # a reader never sees half a CSV
+    except OutputError as e:
+        raise StudyError(f"{path}: cannot write ({e.reason})") from None
     return n

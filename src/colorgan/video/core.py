@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from colorgan.errors import ImageLoadError, OutOfMemoryError, OutputError
-from colorgan.io import _atomic_write, fsync_directory
+from colorgan.io import atomic_write, fsync_directory
 
 from .media import OUTPUT_FORMATS, DecodedFrame, EncoderSettings, FrameReader, SegmentWriter, VideoInfo, frame_to_rgb, mux_output, probe
 from .temporal import DEFAULT_SCENE_THRESHOLD, DEFAULT_STRENGTH, StepInfo, TemporalConfig, TemporalStabilizer
@@ -242,7 +242,7 @@ class _Work:
                 f.flush()
                 os.fsync(f.fileno())
             manifest = {"version": _MANIFEST_VERSION, "fingerprint": self.fingerprint, "segments": self.segments + [seg], "state": name}
-            _atomic_write(self.folder / "manifest.json", json.dumps(manifest, indent=1).encode())  # raises OutputError
+            atomic_write(self.folder / "manifest.json", json.dumps(manifest, indent=1).encode())  # raises OutputError
         except OSError as e:
             raise OutputError(self.folder, f"cannot write ({e.strerror or e})") from None
         old = self.state_file
