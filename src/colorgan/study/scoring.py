@@ -106,13 +106,14 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def _rows(db: StudyDB, mode: str, complete_only: bool) -> list[dict[str, Any]]:
+def _scored_rows(db: StudyDB, complete_only: bool) -> dict[str, list[dict[str, Any]]]:
+    """The scored (non-practice) answers by mode, read from the database once."""
     finished = {s["id"] for s in db.session_rows() if s["finished"] is not None}
-    return [
-        r
-        for r in db.answer_rows()
-        if r["mode"] == mode and not r["practice"] and (not complete_only or r["session"] in finished)
-    ]
+    by_mode: dict[str, list[dict[str, Any]]] = {"real": [], "natural": []}
+    for r in db.answer_rows():
+        if not r["practice"] and (not complete_only or r["session"] in finished):
+            by_mode.setdefault(r["mode"], []).append(r)
+    return by_mode
 
 
 def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -123,8 +124,7 @@ def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
-def _summarize_real(db: StudyDB, complete_only: bool) -> dict[str, Any]:
-    rows = _rows(db, "real", complete_only)
+def _summarize_real(db: StudyDB, rows: list[dict[str, Any]]) -> dict[str, Any]:
     per: dict[str, list[dict[str, Any]]] = {m: [] for m in db.models}
     for r in rows:
         fake = r["right_model"] if r["left_real"] else r["left_model"]
@@ -142,8 +142,7 @@ def _summarize_real(db: StudyDB, complete_only: bool) -> dict[str, Any]:
     }
 
 
-def _summarize_natural(db: StudyDB, complete_only: bool) -> dict[str, Any]:
-    rows = _rows(db, "natural", complete_only)
+def _summarize_natural(db: StudyDB, rows: list[dict[str, Any]]) -> dict[str, Any]:
     cands = list(db.models) + [REAL_LABEL]
     rank = {c: i for i, c in enumerate(cands)}
     pairs: dict[tuple[str, str], list[int]] = {}  # (a, b) -> [a preferred, trials]
@@ -187,6 +186,7 @@ def summarize(study: StudyDB | str | os.PathLike, *, complete_only: bool = False
         ``rate`` and ``ci95`` are None without trials.
     """
     db = study if isinstance(study, StudyDB) else StudyDB(study)
+    rows = _scored_rows(db, complete_only)
     return {
         "study": {
             "dir": str(db.dir),
@@ -197,8 +197,8 @@ def summarize(study: StudyDB | str | os.PathLike, *, complete_only: bool = False
         },
         "ci_method": CI_METHOD,
         "complete_only": complete_only,
-        "real": _summarize_real(db, complete_only),
-        "natural": _summarize_natural(db, complete_only),
+        "real": _summarize_real(db, rows["real"]),
+        "natural": _summarize_natural(db, rows["natural"]),
     }
 
 
