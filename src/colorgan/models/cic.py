@@ -158,9 +158,6 @@ class CICModel(nn.Module):
         self.register_buffer("prior", torch.full((config.n_bins,), 1.0 / config.n_bins))
         self.register_buffer("class_weights", torch.ones(config.n_bins))
 
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        return list(self.encoder.parameters())
-
     # ------------------------------------------------------------------ network
 
     def forward(self, l_norm: torch.Tensor, raw: bool = False) -> torch.Tensor:

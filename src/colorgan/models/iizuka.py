@@ -110,9 +110,6 @@ class IizukaModel(nn.Module):
         self.colour = nn.Sequential(_cbr(f, k1), up, _cbr(k1, k2), _cbr(k2, k3), nn.Upsample(scale_factor=2, mode="nearest"), _cbr(k3, k4))
         self.out = nn.Conv2d(k4, 2, 3, padding=1)
 
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        return list(self.encoder.parameters())
-
     def forward(self, l_norm: torch.Tensor, raw: bool = False) -> torch.Tensor:
         H, W = check_l_input(l_norm, self.stride)
         _, _, s8, s16, s32 = self.encoder(l_norm)

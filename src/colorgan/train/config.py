@@ -180,31 +180,29 @@ class TrainConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
+    def _model_classes(self) -> tuple[type, type]:
+        """(config class, model class) of what ``method`` trains (imported only when asked)."""
+        if self.method == "cic":
+            from colorgan.models.cic import CICConfig, CICModel
+
+            return CICConfig, CICModel
+        if self.method == "iizuka":
+            from colorgan.models.iizuka import IizukaConfig, IizukaModel
+
+            return IizukaConfig, IizukaModel
+        from colorgan.models.generator import GeneratorConfig, SAUNet
+
+        return GeneratorConfig, SAUNet
+
     def generator_config(self):
         """The config of the model this recipe trains (GeneratorConfig, CICConfig or IizukaConfig)."""
-        if self.method == "cic":
-            from colorgan.models.cic import CICConfig as Config
-        elif self.method == "iizuka":
-            from colorgan.models.iizuka import IizukaConfig as Config
-        else:
-            from colorgan.models.generator import GeneratorConfig as Config
+        Config = self._model_classes()[0]
         return Config.preset(self.generator) if isinstance(self.generator, str) else Config.from_dict(self.generator)
 
     def build_generator(self, pretrained: bool):
         """A new model of this recipe's kind; ``pretrained`` loads its encoder's ImageNet weights."""
         cfg = self.generator_config()
-        pretrained = pretrained and cfg.encoder != "simple"
-        if self.method == "cic":
-            from colorgan.models.cic import CICModel
-
-            return CICModel(cfg, pretrained_encoder=pretrained)
-        if self.method == "iizuka":
-            from colorgan.models.iizuka import IizukaModel
-
-            return IizukaModel(cfg, pretrained_encoder=pretrained)
-        from colorgan.models.generator import SAUNet
-
-        return SAUNet(cfg, pretrained_encoder=pretrained)
+        return self._model_classes()[1](cfg, pretrained_encoder=pretrained and cfg.encoder != "simple")
 
     def critic_config(self):
         from colorgan.models.critic import CriticConfig
