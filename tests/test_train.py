@@ -111,10 +111,33 @@ def test_each_degradation_changes_only_what_it_should(name):
 
 def test_val_scores_perfect_prediction_is_zero():
     ab = (torch.rand(2, 2, 16, 16) - 0.5) * 0.6
-    s = val_scores(ab, ab)
+    l = torch.rand(2, 1, 16, 16) * 1.2 - 0.6
+    s = val_scores(ab, ab, l)
     assert s["l1_ab"] == 0 and abs(s["chroma_ratio"] - 1) < 1e-6 and s["hist_js"] < 1e-9 and s["score"] < 1e-6
-    grey = val_scores(torch.zeros_like(ab), ab)
-    assert grey["chroma_ratio"] == 0 and grey["score"] > 0.5
+    assert abs(s["cf_ratio"] - 1) < 1e-6 and s["dcf"] < 1e-6
+    grey = val_scores(torch.zeros_like(ab), ab, l)
+    assert grey["chroma_ratio"] == 0 and grey["cf_ratio"] < 0.01 and grey["score"] > 1.5
+
+
+def test_val_scores_cf_matches_the_evaluation_metric_and_sees_flat_colour():
+    from colorgan import color
+    from colorgan.eval.metrics import colourfulness
+
+    torch.manual_seed(0)
+    ab = (torch.rand(3, 2, 24, 24) - 0.5) * 0.8
+    l = torch.rand(3, 1, 24, 24) * 1.2 - 0.6
+    rgb = color.lab_to_rgb(torch.cat([color.denormalize_l(l), color.denormalize_ab(ab)], 1))
+    cf_t = np.mean([colourfulness(x) for x in rgb])
+    half = val_scores(ab * 0.5, ab, l)
+    cf_p = np.mean([colourfulness(x) for x in color.lab_to_rgb(torch.cat([color.denormalize_l(l), color.denormalize_ab(ab * 0.5)], 1))])
+    assert half["cf_ratio"] == pytest.approx(cf_p / cf_t, rel=1e-5)
+    # A colour cast plus variation, predicted as the image's mean colour everywhere: mean
+    # chroma still reads 0.87 of the truth's, CF (which sees the lost variation) 0.43.
+    cast = ab + 0.3
+    flat = cast.mean((2, 3), keepdim=True).expand_as(cast)
+    s = val_scores(flat, cast, l)
+    assert s["chroma_ratio"] > 0.8 and s["cf_ratio"] < 0.5
+    assert s["dcf_rel"] > 0.5 and s["score"] > 1.5
 
 
 def test_plateau_stops_on_no_improvement_and_on_saturated_critic():

@@ -201,7 +201,7 @@ def evaluate(generator: nn.Module, ctx: Context) -> tuple[dict[str, float], torc
     with ctx.autocast():
         ab = torch.cat([g(ctx.val["l"][i : i + 16].to(ctx.device)).float() for i in range(0, len(ctx.val["l"]), 16)])
     g.train(was)
-    return val_scores(ab, ctx.val["ab"]), ab.cpu()
+    return val_scores(ab, ctx.val["ab"], ctx.val["l"]), ab.cpu()
 
 
 # --------------------------------------------------------------------------- stage 1: generator
@@ -236,7 +236,7 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
     own_loss = getattr(g, "loss", None)  # the baselines' objectives; SAUNet has none
     feat_loss = ctx.feature_loss() if cfg.feature_weight > 0 and own_loss is None else None
     freeze_steps = int(cfg.freeze_encoder_frac * cfg.steps)
-    csv_log = CsvLog(stage_dir / "log.csv", ["step", "size", "loss", "l1", "feature", "lr", "img_per_s", "skipped_files", "l1_ab", "chroma_ratio", "hist_js", "score"]) if ctx.is_main else None
+    csv_log = CsvLog(stage_dir / "log.csv", ["step", "size", "loss", "l1", "feature", "lr", "img_per_s", "skipped_files", "l1_ab", "chroma_ratio", "cf_ratio", "dcf", "hist_js", "score"]) if ctx.is_main else None
     skipped = int(state.get("skipped", 0)) if state else 0
     scores: dict[str, float] = dict(state.get("scores", {})) if state else {}
 
@@ -397,7 +397,7 @@ def train_gan(generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: 
     accs: list[float] = list(state.get("accs", [])) if state else []
     gw, cw = _wrap(g, ctx), _wrap(c, ctx)
     feat_loss = ctx.feature_loss() if cfg.feature_weight > 0 else None
-    cols = ["step", "loss_c", "loss_g", "adv", "l1", "feature", "critic_acc", "img_per_s", "l1_ab", "chroma_ratio", "hist_js", "score", "best"]
+    cols = ["step", "loss_c", "loss_g", "adv", "l1", "feature", "critic_acc", "img_per_s", "l1_ab", "chroma_ratio", "cf_ratio", "dcf", "hist_js", "score", "best"]
     csv_log = CsvLog(stage_dir / "log.csv", cols) if ctx.is_main else None
     scores: dict[str, float] = {}
 
