@@ -9,9 +9,16 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import re
 import shutil
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +38,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from colorgan.web.study import create_study_app  # noqa: E402
+from colorgan.web.settings import LOOPBACK_HOSTS  # noqa: E402
+from colorgan.web.study import STUDY_CSP, create_study_app  # noqa: E402
 
 N_MAIN, N_PRACTICE, SIZE = 6, 2, 48
 MODELS = ["tiny", "grey"]
@@ -557,16 +565,22 @@ def test_served_mode_and_trusted_hosts(study):
         create_study_app(study / "images")
 
 
-def test_cli_prepare_end_to_end(photos, tiny_weights, tmp_path, capsys):
+def test_cli_prepare_end_to_end(photos, tiny_weights, tmp_path, capsys, monkeypatch):
+    import colorgan.eval.report as report
+
     data = tmp_path / "data"
     data.mkdir()
     for name in ["photo00.png", "photo01.png", "photo02.png", "photo03.png", "broken.jpg", "grey.png"]:
         shutil.copy(photos / name, data)
     out = tmp_path / "cli-study"
+    walks: list[tuple] = []
+    real_collect = report.collect_files
+    monkeypatch.setattr(report, "collect_files", lambda *a, **k: walks.append(a) or real_collect(*a, **k))
     # 3 + 2 asked, 4 usable: every file is read, the broken one too.
     rc = main(["study", "prepare", "--data", str(data), "--models", f"{tiny_weights},grey", "--out", str(out),
                "--n", "3", "--practice", "2", "--size", "40", "--render-size", "64", "--device", "cpu", "-q"])
     err = capsys.readouterr().err
+    assert len(walks) == 1  # the data folders are walked once (the CLI's list is passed on)
     assert rc == 1 and "broken.jpg" in err and "could not be read" in err  # reported; the study is still made
     assert "only 4 usable colour photos" in err
     db = StudyDB(out)
@@ -584,6 +598,112 @@ def test_cli_prepare_end_to_end(photos, tiny_weights, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["study", "serve", str(out), "--mode", "guess"])
     assert e.value.code == 2
+
+
+def test_prepare_uses_the_given_file_list(photos, models, tmp_path):
+    chosen = [photos / "photo03.png", photos / "photo07.png"]
+    s = prepare_study({"grey": models["grey"]}, [photos], tmp_path / "s", PrepareConfig(n=2, practice=0, size=SIZE, render_size=64),
+                      files=chosen, progress=False, report=lambda m: None)
+    assert s["photos"] == 2 and s["skipped"] == []  # not the broken or grey files of the folder
+    con = sqlite3.connect(tmp_path / "s" / "study.sqlite")
+    try:
+        assert sorted(r[0] for r in con.execute("SELECT source FROM photos")) == sorted(map(str, chosen))
+    finally:
+        con.close()
+
+
+def test_cli_argument_ranges(study, capsys):
+    for argv, needle in [
+        (["study", "serve", str(study), "--port", "70000"], "must be between 0 and 65535, got 70000"),
+        (["study", "serve", str(study), "--port", "-1"], "must be between 0 and 65535, got -1"),
+        (["study", "prepare", "--data", ".", "--models", "grey", "--out", "x", "--size", "16"], "must be between 32 and 2048, got 16"),
+        (["study", "prepare", "--data", ".", "--models", "grey", "--out", "x", "--size", "4096"], "must be between 32 and 2048, got 4096"),
+        (["study", "prepare", "--data", ".", "--models", "grey", "--out", "x", "--size", "big"], "not an integer: 'big'"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert needle in capsys.readouterr().err, argv
+
+
+def test_cross_origin_posts_are_refused(study):
+    """The study app has colorgan serve's guard: another site's page cannot start sessions or answer."""
+    base = "http://127.0.0.1:8001"
+    with TestClient(create_study_app(study, allowed_hosts=LOOPBACK_HOSTS), base_url=base) as c:
+        evil = {"origin": "http://evil.example"}
+        r = c.post("/api/study/sessions", json={"participant": "x"}, headers=evil)
+        assert r.status_code == 403 and "cross-origin" in r.json()["detail"]
+        # Same host, other port: another origin too.
+        assert c.post("/api/study/sessions", json={}, headers={"origin": "http://127.0.0.1:9999"}).status_code == 403
+        assert StudyDB(study).session_rows() == []  # nothing was stored
+        r = c.post("/api/study/sessions", json={"participant": "x"}, headers={"origin": base})
+        assert r.status_code == 201
+        sid, trial = r.json()["session_id"], r.json()["trials"][0]["id"]
+        r = c.post(f"/api/study/sessions/{sid}/answers", json={"trial_id": trial, "choice": "left"}, headers=evil)
+        assert r.status_code == 403 and StudyDB(study).answer_rows() == []
+        r = c.post(f"/api/study/sessions/{sid}/answers", json={"trial_id": trial, "choice": "left"}, headers={"origin": base})
+        assert r.status_code == 201 and len(StudyDB(study).answer_rows()) == 1
+        # No Origin header (curl, scripts): allowed, as for colorgan serve; reads never need one.
+        assert c.post("/api/study/sessions", json={}).status_code == 201
+        assert c.get("/api/study/info", headers=evil).status_code == 200
+        # The guard's security headers, with the study page's own policy.
+        page = c.get("/study")
+        assert page.headers["content-security-policy"] == STUDY_CSP
+        assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"
+        for r in (page, c.get("/api/study/info"), c.get("/study/assets/study.js"), c.get(f"/api/study/sessions/{sid}")):
+            assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "no-referrer"
+            assert len(r.headers.get_list("content-security-policy")) == 1  # set once, by the guard
+
+
+def _serve_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_study_serve_command_end_to_end(study):
+    """`colorgan study serve` starts like `colorgan serve`: port 0 shows the real port, Ctrl-C exits 0."""
+    import httpx
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "colorgan", "study", "serve", str(study), "--port", "0", "--mode", "natural", "-q"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_serve_env(),
+    )
+    try:
+        line = proc.stderr.readline()
+        m = re.search(r"serving on (http://127\.0\.0\.1:(\d+))/study \('natural' study, 6 pairs \+ 2 practice; Ctrl-C stops\)", line)
+        assert m, line + (proc.stderr.read() if proc.poll() is not None else "")
+        url = m.group(1)
+        for _ in range(200):
+            try:
+                if httpx.get(url + "/api/study/info", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert httpx.get(url + "/api/study/info", timeout=5).json()["modes"] == ["natural"]
+        assert httpx.get(url + "/study", timeout=5).headers["content-security-policy"] == STUDY_CSP
+        assert httpx.get(url + "/api/study/info", headers={"host": "evil.example"}, timeout=5).status_code == 400
+        assert httpx.post(url + "/api/study/sessions", json={}, headers={"origin": "http://evil.example"}, timeout=5).status_code == 403
+        assert httpx.post(url + "/api/study/sessions", json={}, headers={"origin": url}, timeout=5).status_code == 201
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a graceful stop
+        try:
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert "server stopped" in proc.stderr.read()
+
+
+def test_study_serve_port_taken_is_one_line_error(study, capsys):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        assert main(["study", "serve", str(study), "--port", str(port)]) == 2
+        err = capsys.readouterr().err
+        assert f"colorgan: error: cannot listen on 127.0.0.1:{port}" in err and "serving on" not in err
+    finally:
+        taken.close()
 
 
 # ------------------------------------------------------------------------------------------------

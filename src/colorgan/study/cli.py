@@ -14,8 +14,10 @@ Usage errors (missing folders, unknown models, a folder that already holds a stu
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from colorgan.cli import _positive_int, _render_size, int_range  # the same argument types as colorize
@@ -25,23 +27,21 @@ from colorgan.errors import ColorGANError
 
 __all__ = ["add_study_parser"]
 
+
+def _size_limit(name: str) -> Callable[[], int]:
+    """``MIN_SIZE`` or ``MAX_SIZE`` of :mod:`colorgan.study.prepare`, read at parse time (it imports numpy)."""
+
+    def get() -> int:
+        from colorgan.study import prepare
+
+        return int(getattr(prepare, name))
+
+    return get
+
+
 _non_negative_int = int_range(0, None)
-
-
-def _display_size(text: str) -> int:
-    from colorgan.study.prepare import MAX_SIZE, MIN_SIZE
-
-    v = _non_negative_int(text)
-    if not MIN_SIZE <= v <= MAX_SIZE:
-        raise argparse.ArgumentTypeError(f"must be between {MIN_SIZE} and {MAX_SIZE}, got {v}")
-    return v
-
-
-def _port(text: str) -> int:
-    v = _non_negative_int(text)
-    if v > 65535:
-        raise argparse.ArgumentTypeError(f"must be a TCP port (0-65535), got {v}")
-    return v
+_display_size = int_range(_size_limit("MIN_SIZE"), _size_limit("MAX_SIZE"))
+_port = int_range(0, 65535)  # as 'colorgan serve'
 
 
 def add_study_parser(sub) -> None:
@@ -98,8 +98,8 @@ def add_study_parser(sub) -> None:
         default="real",
         help="real: 'which photo is the real one?' (fooling rate; default); natural: 'which looks more natural?' (preference)",
     )
-    v.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    v.add_argument("--port", type=_port, default=8001, help="TCP port (default 8001)")
+    v.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
+    v.add_argument("--port", type=_port, default=8001, help="TCP port (default 8001; 0 picks a free one)")
     v.add_argument(
         "--exposure-ms",
         type=_non_negative_int,
@@ -108,6 +108,7 @@ def add_study_parser(sub) -> None:
         help="hide each pair after MS milliseconds (Zhang et al. 2016 used 1000); default 0: shown until answered",
     )
     v.add_argument("--hide-results", action="store_true", help="do not serve /api/study/results (participants cannot peek)")
+    v.add_argument("-q", "--quiet", action="store_true", help="no access log; warnings and errors only")
     v.set_defaults(func=_cmd_serve)
 
     r = steps.add_parser(
@@ -135,7 +136,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         return names
     try:
         check_study_dir(args.out)
-        if not collect_files(args.data, exclude=args.out):
+        # Walked once, here: an empty data set is refused before any model loads, and
+        # prepare_study reuses the list.
+        files = collect_files(args.data, exclude=args.out)
+        if not files:
             return _error(f"no images found in {', '.join(str(d) for d in args.data)}")
         device = resolve_device(args.device)
     except (ColorGANError, ValueError) as e:
@@ -147,7 +151,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     cfg = PrepareConfig(n=args.n, practice=args.practice, size=args.size, render_size=args.render_size, seed=args.seed)
 
     try:
-        summary = prepare_study(models, args.data, args.out, cfg, progress=not args.quiet and sys.stderr.isatty(), report=cli_warning)
+        summary = prepare_study(
+            models, args.data, args.out, cfg, files=files, progress=not args.quiet and sys.stderr.isatty(), report=cli_warning
+        )
     except ColorGANError as e:
         return _error(str(e))
     print(
@@ -164,16 +170,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
-
+        importlib.import_module("uvicorn")  # run_server's; checked now, before anything starts
+        from colorgan.web.cli import run_server
         from colorgan.web.study import create_study_app
     except ImportError as e:
         return _error(f"the study server needs FastAPI and uvicorn: pip install 'colorgan[web]' ({e})")
     from colorgan.study.db import StudyDB
-
     from colorgan.web.settings import LOOPBACK_HOSTS, is_loopback
 
-    loopback = is_loopback(args.host)
     try:
         db = StudyDB(args.study)
         app = create_study_app(
@@ -181,31 +185,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             modes=(args.mode,),
             exposure_ms=args.exposure_ms,
             results_api=not args.hide_results,
-            # Bound to loopback, only loopback Host headers: a web page elsewhere cannot reach
-            # the study through DNS rebinding.
-            allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None,
+            # As 'colorgan serve': bound to loopback, only loopback Host headers, so a web page
+            # elsewhere cannot reach the study through DNS rebinding.
+            allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) else None,
         )
     except ColorGANError as e:
         return _error(str(e))
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(
-        f"study '{args.mode}' ({db.manifest.get('n_photos')} pairs + {db.manifest.get('n_practice')} practice) "
-        f"at http://{shown}:{args.port}/study  (Ctrl+C to stop)",
-        file=sys.stderr,
+    # The same binding, warning, banner and Ctrl-C handling as 'colorgan serve'.
+    return run_server(
+        app,
+        args.host,
+        args.port,
+        path="/study",
+        details=f"{args.mode!r} study, {db.manifest.get('n_photos')} pairs + {db.manifest.get('n_practice')} practice",
+        exposed="anyone who can reach this machine can take part in the study"
+        + ("" if args.hide_results else " and read /api/study/results (--hide-results turns that off)")
+        + "; it has no authentication",
+        quiet=args.quiet,
     )
-    if not loopback:
-        print(
-            "colorgan: warning: the study is reachable from other machines: anyone who can reach it can take part"
-            + ("" if args.hide_results else " and read /api/study/results (use --hide-results to turn that off)"),
-            file=sys.stderr,
-        )
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    except OSError as e:
-        return _error(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
-    except SystemExit as e:  # uvicorn exits (status 1) when it cannot bind, after logging why
-        return int(e.code or 0) and 2
-    return 0
 
 
 def _cmd_results(args: argparse.Namespace) -> int:

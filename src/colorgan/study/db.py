@@ -423,11 +423,8 @@ class StudyDB:
         Raises:
             NotFoundError: no such session.
         """
-        self._check_session_id(session_id)
         with self._read() as con:
-            s = con.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
-            if s is None:
-                raise NotFoundError(f"no session {session_id!r}")
+            s = self._session_row(con, session_id)
             counts = con.execute(
                 "SELECT SUM(t.practice) AS p, SUM(1 - t.practice) AS m, COUNT(a.trial_id) AS a "
                 "FROM trials t LEFT JOIN answers a ON a.trial_id = t.id WHERE t.session_id = ?",
@@ -456,10 +453,8 @@ class StudyDB:
         Raises:
             NotFoundError: no such session.
         """
-        self._check_session_id(session_id)
         with self._read() as con:
-            if con.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is None:
-                raise NotFoundError(f"no session {session_id!r}")
+            self._session_row(con, session_id)
             rows = con.execute(
                 "SELECT t.id, t.position, t.practice, t.left_item, t.right_item, a.trial_id IS NOT NULL AS answered "
                 "FROM trials t LEFT JOIN answers a ON a.trial_id = t.id WHERE t.session_id = ? ORDER BY t.position",
@@ -517,11 +512,8 @@ class StudyDB:
                 raise StudyError(f"rt_ms must be a number, got {rt_ms!r}") from None
             if not 0.0 <= rt_ms <= MAX_RT_MS:  # also refuses NaN
                 raise StudyError(f"rt_ms must be in [0, {MAX_RT_MS:.0f}], got {rt_ms!r}")
-        self._check_session_id(session_id)
         with self._write() as con:
-            s = con.execute("SELECT mode FROM sessions WHERE id = ?", (session_id,)).fetchone()
-            if s is None:
-                raise NotFoundError(f"no session {session_id!r}")
+            s = self._session_row(con, session_id)
             t = con.execute(
                 "SELECT t.id, t.position, t.practice, l.is_real AS left_real, r.is_real AS right_real "
                 "FROM trials t JOIN items l ON l.id = t.left_item JOIN items r ON r.id = t.right_item "
@@ -605,6 +597,15 @@ class StudyDB:
         return [dict(r) for r in rows]
 
     @staticmethod
-    def _check_session_id(session_id: str) -> None:
-        if not isinstance(session_id, str) or not _SESSION_ID.match(session_id):
+    def _session_row(con: sqlite3.Connection, session_id: str) -> sqlite3.Row:
+        """A session's row, read in the caller's transaction (the one lookup every session method uses).
+
+        Raises:
+            NotFoundError: not a well-formed session id, or no such session.
+        """
+        row = None
+        if isinstance(session_id, str) and _SESSION_ID.match(session_id):
+            row = con.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        if row is None:
             raise NotFoundError(f"no session {session_id!r}")
+        return row

@@ -95,6 +95,7 @@ def prepare_study(
     study_dir: str | os.PathLike,
     cfg: PrepareConfig | None = None,
     *,
+    files: Sequence[Path] | None = None,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -105,6 +106,9 @@ def prepare_study(
         data: image files and/or folders of colour photos (walked recursively).
         study_dir: the new study folder (missing or without a study in it).
         cfg: the settings (default :class:`PrepareConfig`).
+        files: the image files of ``data``, if the caller has already listed them with
+            ``collect_files(data, exclude=study_dir)`` (the CLI does, to refuse an empty data set
+            before loading any model): the folders are then not walked again. None: listed here.
         progress: show a progress bar.
         report: receives warnings (unreadable or skipped photos, too few photos); default: logging.
 
@@ -135,7 +139,8 @@ def prepare_study(
     study_dir = Path(study_dir)
     check_study_dir(study_dir)
     data = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-    files = collect_files(data, exclude=study_dir)
+    if files is None:
+        files = collect_files(data, exclude=study_dir)
     if not files:
         raise StudyError(f"no images found in {', '.join(str(d) for d in data)}")
     order = list(files)

@@ -254,11 +254,19 @@ def _host_only(value: str) -> str:
 
 
 class _GuardMiddleware:
-    """Pure ASGI middleware: Host allow-list, same-origin POSTs, security headers."""
+    """Pure ASGI middleware: Host allow-list, same-origin POSTs, security headers.
 
-    def __init__(self, app: Any, allowed_hosts: frozenset[str] | None) -> None:
+    Args:
+        app: the ASGI app guarded.
+        allowed_hosts: Host header values (lower case, no port) answered; None: any.
+        csp: the Content-Security-Policy of every response outside ``/docs`` (another app, such
+            as the human study's, passes its own page's policy).
+    """
+
+    def __init__(self, app: Any, allowed_hosts: frozenset[str] | None, csp: str = _PAGE_CSP) -> None:
         self.app = app
         self.allowed_hosts = allowed_hosts
+        self.csp = csp.encode()
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -286,7 +294,7 @@ class _GuardMiddleware:
                     (b"cross-origin-resource-policy", b"same-origin"),
                 ]
                 if page:
-                    extra.append((b"content-security-policy", _PAGE_CSP.encode()))
+                    extra.append((b"content-security-policy", self.csp))
                 message = {**message, "headers": list(message.get("headers", [])) + extra}
             await send(message)
 

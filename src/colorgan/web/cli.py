@@ -7,16 +7,18 @@ is taken, the web extra is not installed), reported as one ``colorgan: error: ..
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from colorgan.cli import _positive_int, _render_size, int_range  # the same argument types as colorize
 from colorgan.cli import cli_error as _error
 from colorgan.errors import ColorGANError
 
-__all__ = ["add_serve_parser"]
+__all__ = ["add_serve_parser", "run_server"]
 
 
 def _positive_float(text: str) -> float:
@@ -87,6 +89,69 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def run_server(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    details: str,
+    exposed: str,
+    path: str = "/",
+    quiet: bool = False,
+    limit_concurrency: int | None = None,
+) -> int:
+    """Serve an ASGI app on uvicorn, in this process, until Ctrl-C (``colorgan serve`` and
+    ``colorgan study serve`` both start their servers here).
+
+    Binds first, so a taken port is one error line and port 0 prints the port it got; warns when
+    the address is not loopback; prints one line with the URL; then serves.
+
+    Args:
+        app: the ASGI app.
+        host: bind address.
+        port: TCP port (0: a free one).
+        details: what is served, shown in parentheses after the URL.
+        exposed: why a non-loopback bind deserves a warning (who could then use the server).
+        path: the page's path, appended to the URL shown.
+        quiet: no access log; warnings and errors only.
+        limit_concurrency: uvicorn's cap on connections at once (None: no cap).
+
+    Returns:
+        The exit status: 0 after a normal stop, 2 when the address cannot be bound.
+    """
+    import uvicorn
+
+    from colorgan.web.settings import is_loopback
+
+    try:
+        sock = _bind(host, port)
+    except OSError as e:
+        return _error(f"cannot listen on {host}:{port}: {e.strerror or e}")
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+
+    if not is_loopback(host):
+        print(f"colorgan: warning: listening on {host}: {exposed}", file=sys.stderr)
+    print(f"colorgan: serving on http://{shown}:{bound_port}{path} ({details}; Ctrl-C stops)", file=sys.stderr, flush=True)
+    config = uvicorn.Config(
+        app,
+        log_level="warning" if quiet else "info",
+        access_log=not quiet,
+        timeout_keep_alive=5,
+        limit_concurrency=limit_concurrency,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; for a server it is the normal stop
+    finally:
+        sock.close()
+    print("colorgan: server stopped", file=sys.stderr)
+    return 0
+
+
 def _return_freed_memory_to_os() -> None:
     """glibc only: serve big blocks (decoded images, tensors) with mmap, so that freeing them gives
     the memory back to the system.
@@ -109,10 +174,9 @@ def _return_freed_memory_to_os() -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
-
+        importlib.import_module("uvicorn")  # run_server's; checked now, before the model loads
         from colorgan.web.app import create_app
-        from colorgan.web.settings import ServeSettings, is_loopback
+        from colorgan.web.settings import ServeSettings
     except ImportError as e:
         return _error(f"{e}" if "colorgan[web]" in str(e) else f"the web app needs FastAPI and uvicorn ({e}); install them with: pip install 'colorgan[web]'")
     from colorgan.pipeline import Colorizer, resolve_device
@@ -149,41 +213,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ColorGANError as e:
         return _error(str(e))
 
-    try:
-        sock = _bind(settings.host, settings.port)
-    except OSError as e:
-        return _error(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-
-    if not is_loopback(settings.host):
-        print(
-            f"colorgan: warning: listening on {settings.host}: anyone who can reach this machine can use "
-            "this server; it has no authentication",
-            file=sys.stderr,
-        )
-    print(
-        f"colorgan: serving on http://{shown}:{bound_port}/ (model {colorizer.name} on {colorizer.device}, "
-        f"{settings.workers} worker{'s' if settings.workers != 1 else ''}; Ctrl-C stops)",
-        file=sys.stderr,
-        flush=True,
-    )
-    app = create_app(colorizer, settings=settings)
-    config = uvicorn.Config(
-        app,
-        log_level="warning" if args.quiet else "info",
-        access_log=not args.quiet,
-        timeout_keep_alive=5,
+    return run_server(
+        create_app(colorizer, settings=settings),
+        settings.host,
+        settings.port,
+        details=f"model {colorizer.name} on {colorizer.device}, {settings.workers} worker{'s' if settings.workers != 1 else ''}",
+        exposed="anyone who can reach this machine can use this server; it has no authentication",
+        quiet=args.quiet,
         # A backstop against connection floods: far above the queue, so normal clients never see it.
         limit_concurrency=max(64, 4 * settings.queue_size),
-        server_header=False,
     )
-    server = uvicorn.Server(config)
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; for a server it is the normal stop
-    finally:
-        sock.close()
-    print("colorgan: server stopped", file=sys.stderr)
-    return 0

@@ -24,6 +24,12 @@ answer to a scored trial says nothing about correctness (practice trials return 
 per-answer CSV is deliberately *not* served: it maps image ids to models, which would let a
 participant look answers up. Export it with ``colorgan study results --csv``.
 
+Security headers (``nosniff``, no framing, no referrer, the Content-Security-Policy) and the
+Host / same-origin checks are not set by these routes: they come from the guard middleware of
+the app serving them, :mod:`colorgan.web.app`'s, which :func:`create_study_app` uses too (with
+the study page's stricter policy) and :func:`colorgan.web.app.create_app` applies to its
+``extra_routers``.
+
 Needs the ``web`` extra: ``pip install 'colorgan[web]'``.
 """
 
@@ -42,22 +48,21 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
     raise ImportError(f"the study server needs FastAPI: pip install 'colorgan[web]' ({e})") from None
 
 from colorgan.study.db import MAX_PARTICIPANT_LEN, MAX_RT_MS, MODES, QUESTIONS, ConflictError, NotFoundError, StudyDB, StudyError
+from colorgan.web.app import _GuardMiddleware  # the Host / Origin guard and security headers of 'colorgan serve'
 
-__all__ = ["AnswerRequest", "SessionRequest", "create_study_app", "create_study_router"]
+__all__ = ["STUDY_CSP", "AnswerRequest", "SessionRequest", "create_study_app", "create_study_router"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "study"
 _ASSETS = {"study.js": "text/javascript; charset=utf-8", "study.css": "text/css; charset=utf-8"}
 _API = "/api/study"
-# No inline script or style, nothing from elsewhere: the page works offline and an injected
-# string could not run.
-_PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-_NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+# The study page's policy, stricter than the main page's (which also allows blob:/data: images
+# and forms): no inline script or style, nothing from elsewhere, so the page works offline and an
+# injected string could not run.
+STUDY_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 class SessionRequest(BaseModel):
@@ -157,13 +162,13 @@ def create_study_router(
 
     @router.get("/study", response_class=HTMLResponse, include_in_schema=False)
     def study_page() -> Response:
-        return HTMLResponse(page, headers=_PAGE_HEADERS)
+        return HTMLResponse(page, headers=_NO_STORE)
 
     @router.get("/study/assets/{name}", include_in_schema=False)
     def study_asset(name: str) -> Response:
         if name not in assets:  # a fixed list: no path from the URL ever reaches the file system
             return _json({"detail": f"no asset {name!r}"}, 404)
-        return Response(assets[name], media_type=_ASSETS[name], headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+        return Response(assets[name], media_type=_ASSETS[name], headers={"Cache-Control": "no-cache"})
 
     @router.get(f"{_API}/info")
     def study_info() -> JSONResponse:
@@ -213,7 +218,7 @@ def create_study_router(
             path = db.image_path(item_id)
         except StudyError as e:
             return _error(e)
-        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
+        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
 
     if results_api:
 
@@ -236,10 +241,15 @@ def create_study_app(
 ) -> FastAPI:
     """A FastAPI app serving only the study (``/`` redirects to ``/study``).
 
+    It is guarded like ``colorgan serve``'s app (the same middleware): a Host header not in
+    ``allowed_hosts`` gets 400, a cross-origin POST (an ``Origin`` that is not this server) gets
+    403, and every response carries the security headers, the page :data:`STUDY_CSP`.
+
     Args:
         study_dir, modes, exposure_ms, results_api: see :func:`create_study_router`.
-        allowed_hosts: Host header values accepted (None: any). A server bound to loopback
-            should pass the loopback names, which defeats DNS-rebinding from other web pages.
+        allowed_hosts: Host header values accepted, without port (None: any). A server bound
+            to loopback should pass the loopback names, which defeats DNS rebinding from other
+            web pages.
 
     Raises:
         StudyError: see :func:`create_study_router`.
@@ -247,10 +257,8 @@ def create_study_app(
     router = create_study_router(study_dir, modes=modes, exposure_ms=exposure_ms, results_api=results_api)
     # No /docs or /redoc: FastAPI's documentation pages load their scripts from a CDN.
     app = FastAPI(title="ColorGAN human study", docs_url=None, redoc_url=None)
-    if allowed_hosts is not None:
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
-
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    hosts = None if allowed_hosts is None else frozenset(h.lower().strip("[]") for h in allowed_hosts)
+    app.add_middleware(_GuardMiddleware, allowed_hosts=hosts, csp=STUDY_CSP)
     app.include_router(router)
 
     @app.get("/", include_in_schema=False)
