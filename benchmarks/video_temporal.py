@@ -199,6 +199,7 @@ def stage_times(colorizer, clip: Path, batch: int) -> str:
 
     from colorgan import color
     from colorgan.video.core import luminance
+    from colorgan.pipeline import render_shape
     from colorgan.video.media import EncoderSettings, FrameReader, SegmentWriter, frame_to_rgb, probe
     from colorgan.video.temporal import TemporalStabilizer
 
@@ -223,8 +224,11 @@ def stage_times(colorizer, clip: Path, batch: int) -> str:
             chunk = frames[k * batch : (k + 1) * batch]
             Ls = timed("decode+L", lambda: [luminance(frame_to_rgb(f, info)) for f in chunk])
             L = torch.from_numpy(np.stack(Ls))[:, None].to(colorizer.device)
-            ab = timed("network", lambda: colorizer.predict_ab(L, 256).float().cpu())
-            small = F.interpolate(L.cpu(), size=ab.shape[-2:], mode="bilinear", antialias=True)[:, 0].numpy()
+            # resized once, as colorgan.video.core does: the network and the flow get the same L
+            h, w = render_shape(*L.shape[-2:], 256, colorizer.stride)
+            Lr = F.interpolate(L, size=(h, w), mode="bilinear", align_corners=False, antialias=h < L.shape[-2]) if (h, w) != L.shape[-2:] else L
+            ab = timed("network", lambda: colorizer.predict_ab(Lr, 256).float().cpu())
+            small = Lr[:, 0].cpu().numpy()
             ab_s = timed("stabiliser", lambda: [stab.step(small[i], ab[i].numpy())[0] for i in range(len(chunk))])
             rgb = timed("merge (Lab->RGB at full size)", lambda: color.merge_luminance(L, torch.from_numpy(np.stack(ab_s)).to(L.device)))
             rgb8 = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -199,9 +199,38 @@ class CICModel(nn.Module):
         return F.adaptive_avg_pool2d(ab, size) if tuple(ab.shape[-2:]) != tuple(size) else ab
 
     def _sq_dist(self, ab: torch.Tensor) -> torch.Tensor:
-        """Squared distances of every pixel's ab to every bin: ``(B, 2, h, w) -> (B, Q, h, w)``."""
+        """Squared distances of every pixel's ab to every bin: ``(B, 2, h, w) -> (B, Q, h, w)``.
+
+        Computed as ``|x|^2 - 2 x.q + |q|^2``, accumulated in place into the one ``(B, Q, h, w)``
+        result; the direct ``(x - q)^2`` broadcast would first build a ``(B, Q, 2, h, w)`` tensor.
+        The cross term is two broadcast multiply-adds rather than an einsum: a matmul could run
+        in TF32 or under autocast in bf16, whose rounding (about 1e-3 relative of terms up to
+        2 * 110^2) would scramble the ranking. In float32 the expansion's cancellation leaves an
+        error of a few 1e-3 Lab units squared (clamped at 0): enough to *rank* bins (only bins
+        that near a tie can swap, and they are then equally near); :meth:`loss` recomputes the
+        few distances it weights exactly (:meth:`_near_sq_dist`).
+        """
+        ab = ab.float()
         bins = self.bins.float()
-        return (ab.unsqueeze(1) - bins.view(1, -1, 2, 1, 1)).square().sum(2)
+        q = -2.0 * bins.view(1, -1, 2, 1, 1)  # (1, Q, 2, 1, 1)
+        d2 = ab[:, 0:1] * q[:, :, 0]  # (B, Q, h, w): the only full-size allocation
+        d2.addcmul_(ab[:, 1:2], q[:, :, 1])
+        d2.add_(ab.square().sum(1, keepdim=True)).add_(bins.square().sum(1).view(1, -1, 1, 1))
+        return d2.clamp_min_(0.0)
+
+    def _near_sq_dist(self, ab: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Exact squared distances of each pixel's ab to chosen bins.
+
+        Args:
+            ab: ``(B, 2, h, w)`` ab in Lab units.
+            idx: ``(B, k, h, w)`` bin indices.
+
+        Returns:
+            ``(B, k, h, w)`` float32 ``|ab - bins[idx]|^2`` (k is small: a ``(B, k, 2, h, w)``
+            intermediate is cheap).
+        """
+        near = self.bins.float()[idx]  # (B, k, h, w, 2)
+        return (ab.unsqueeze(1) - near.permute(0, 1, 4, 2, 3)).square().sum(2)
 
     def loss(self, logits: torch.Tensor, ab_true_norm: torch.Tensor) -> torch.Tensor:
         """Class-rebalanced cross-entropy against the soft-encoded truth (CIC's eq. 2 and 3).
@@ -214,9 +243,10 @@ class CICModel(nn.Module):
             A scalar loss.
         """
         ab = self._target_ab(ab_true_norm, logits.shape[-2:])
-        d2 = self._sq_dist(ab)
         k = self.config.neighbours
-        near_d2, near_idx = d2.topk(k, dim=1, largest=False)
+        near_idx = self._sq_dist(ab).topk(k, dim=1, largest=False).indices
+        # The Gaussian weights from exact distances (the expanded square is only for ranking).
+        near_d2 = self._near_sq_dist(ab, near_idx)
         soft = torch.softmax(-near_d2 / (2 * self.config.sigma**2), dim=1)  # Gaussian weights, normalised
         logp = torch.log_softmax(logits.float(), dim=1).gather(1, near_idx)
         ce = -(soft * logp).sum(1)  # (B, h, w)

@@ -17,10 +17,12 @@ from pathlib import Path
 from colorgan.cli import _positive_int, _render_size, int_range  # the same argument types as colorize
 from colorgan.cli import cli_error as _error
 from colorgan.errors import ColorGANError
+from colorgan.video.media import OUTPUT_FORMATS  # stdlib and numpy only at import: PyAV loads when used
 
 __all__ = ["add_video_parser", "parse_time"]
 
-_OUTPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi")  # kept in sync with media.OUTPUT_FORMATS (tested)
+#: The output suffixes, from the muxer table that colorize_video uses: ".mp4, .m4v, ...".
+_SUFFIXES = ", ".join(OUTPUT_FORMATS)
 
 
 def parse_time(text: str) -> float:
@@ -60,7 +62,7 @@ def add_video_parser(sub) -> None:
         "video",
         help="colourise a video file (temporal stability, audio kept, resumable)",
         description="Colourise a video. The output is H.264 at the input's size, pixel aspect and frame timing "
-        "(variable frame rate kept), in the container its suffix names (.mp4, .m4v, .mov, .mkv, .avi); audio is "
+        f"(variable frame rate kept), in the container its suffix names ({_SUFFIXES}); audio is "
         "copied unchanged, metadata and rotation kept, and each frame's luminance is the input's. Colours are "
         "stabilised over time along the optical flow and reset at scene cuts. An interrupted run continues where "
         "it stopped when the same command is run again; the output appears only when complete.",
@@ -113,8 +115,8 @@ def add_video_parser(sub) -> None:
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
-    if args.output.suffix.lower() not in _OUTPUT_SUFFIXES:
-        return _error(f"{args.output}: unknown video format {args.output.suffix!r}; use one of {', '.join(_OUTPUT_SUFFIXES)}", 2)
+    if args.output.suffix.lower() not in OUTPUT_FORMATS:
+        return _error(f"{args.output}: unknown video format {args.output.suffix!r}; use one of {_SUFFIXES}", 2)
     if args.start is not None and args.end is not None and args.end <= args.start:
         return _error(f"--end ({args.end:g} s) must be after --start ({args.start:g} s)", 2)
     try:

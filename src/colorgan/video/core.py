@@ -343,17 +343,25 @@ def _colour_batch(
     import torch.nn.functional as F
 
     from colorgan import color
+    from colorgan.pipeline import render_shape
 
     Ls = [luminance(frame_to_rgb(f, info)) for f in frames]
     L = torch.from_numpy(np.stack(Ls))[:, None].to(colorizer.device)
     k_rot = int(round(info.rotation / 90.0)) % 4  # the network sees frames upright
     L_model = torch.rot90(L, k_rot, dims=(2, 3)) if k_rot else L
-    ab_raw = _predict(colorizer, L_model, render_size).float().cpu()
-    # L at render size for the flow, resized the way predict_ab resizes it for the network.
-    L_small = F.interpolate(L_model.float().cpu(), size=ab_raw.shape[-2:], mode="bilinear", align_corners=False, antialias=True)[:, 0].numpy()
+    # L at render size, made once and used twice: by the network and by the flow. It is resized
+    # exactly as Colorizer.predict_ab_batch resizes a photo (antialiased only when shrinking), so
+    # a frame colourises as the same picture would as a still; predict_ab then finds it already
+    # at its render shape (render_shape is idempotent) and does not resize it again.
+    H, W = L_model.shape[-2:]
+    h, w = render_shape(H, W, render_size, colorizer.stride)
+    L_small = L_model.float()
+    if (h, w) != (H, W):
+        L_small = F.interpolate(L_small, size=(h, w), mode="bilinear", align_corners=False, antialias=h < H)
+    ab_raw = _predict(colorizer, L_small, render_size).float().cpu()
     raw = [a.numpy() for a in ab_raw]
     outs, steps = [], []
-    for Ls_i, ab_i in zip(L_small, raw):  # in display order: each frame builds on the previous one
+    for Ls_i, ab_i in zip(L_small[:, 0].cpu().numpy(), raw):  # in display order: each frame builds on the previous one
         out, step = stab.step(Ls_i, ab_i)
         outs.append(out)
         steps.append(step)
@@ -427,7 +435,7 @@ def colorize_video(
     src, dst = Path(input), Path(output)
     fmt = OUTPUT_FORMATS.get(dst.suffix.lower())
     if fmt is None:
-        raise OutputError(dst, f"unknown video format {dst.suffix!r}; use one of {', '.join(sorted(OUTPUT_FORMATS))}")
+        raise OutputError(dst, f"unknown video format {dst.suffix!r}; use one of {', '.join(OUTPUT_FORMATS)}")
     if _same_file(src, dst):
         raise OutputError(dst, "refusing to overwrite the input file")
     if dst.is_dir():
