@@ -305,3 +305,27 @@ def test_ctrl_c_saves_a_checkpoint_then_resume_finishes(tmp_path, photo_dir, mon
     monkeypatch.setattr(stages, "_tick", real_tick)
     out = stages.run_training(cfg, tmp_path / "run", progress=False, resume=True)
     assert out.is_file()
+
+
+def test_validation_batch_follows_the_mix_weights_not_the_file_counts(tmp_path):
+    # 40 red files weighted 0.2 and 12 green ones weighted 0.8: 10 crops are 2 red and 8 green,
+    # where drawing from all files alike would give mostly red.
+    def folder(name: str, rgb: tuple[int, int, int], count: int) -> list[Path]:
+        d = tmp_path / name
+        d.mkdir()
+        out = []
+        for i in range(count):
+            p = d / f"{i}.png"
+            arr = np.zeros((40, 48, 3), np.uint8) + np.array(rgb, np.uint8)
+            arr[::7] = 30 + i  # not uniform, not grey
+            Image.fromarray(arr).save(p)
+            out.append(p)
+        return out
+
+    red, green = folder("red", (200, 40, 40), 40), folder("green", (40, 180, 40), 12)
+    batch = tdata.mixed_fixed_batch([(red, 0.2), (green, 0.8), ([], 1.0)], size=16, n=10)
+    a = batch["ab"][:, 0].mean((1, 2))  # a > 0 red, a < 0 green
+    assert len(a) == 10 and int((a > 0).sum()) == 2 and int((a < 0).sum()) == 8
+    assert torch.equal(batch["l"], tdata.mixed_fixed_batch([(red, 0.2), (green, 0.8)], size=16, n=10)["l"])  # fixed
+    with pytest.raises(ValueError):
+        tdata.mixed_fixed_batch([([], 1.0)], size=16, n=4)

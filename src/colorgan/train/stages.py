@@ -35,7 +35,7 @@ import torch.nn as nn
 
 from colorgan.train.checkpoint import load_checkpoint, save_checkpoint
 from colorgan.train.config import GanConfig, PretrainCConfig, PretrainGConfig, TrainConfig
-from colorgan.train.data import StepBatches, fixed_batch, holdout_split, scan_images
+from colorgan.train.data import StepBatches, holdout_split, mixed_fixed_batch, scan_images
 from colorgan.train.losses import FeatureLoss, critic_loss, generator_adv_loss, pixel_loss, render_rgb
 from colorgan.train.monitor import CsvLog, Plateau, plot_curves, save_grid, val_scores
 
@@ -528,17 +528,19 @@ def build_context(cfg: TrainConfig, run_dir: Path, *, device: str | torch.device
             train = files
         else:
             train, va = holdout_split(files, cfg.val.holdout_every)
-            held_out += va
+            held_out.append((va, src.weight))  # validation keeps the training mix's weights
             if not train:  # tiny folders: keep training on everything rather than nothing
                 train = files
         sources.append((train, src.weight))
-    val_files = [f for d in val_dirs for f in scan_images(d)] if val_dirs else held_out
-    if not val_files:
-        val_files = [f for files, _ in sources for f in files]
-    val = fixed_batch(val_files, cfg.val.size, cfg.val.images, seed=cfg.seed + 1234)
+    if val_dirs:
+        held_out = [([f for d in val_dirs for f in scan_images(d)], 1.0)]
+    if not any(files for files, _ in held_out):
+        held_out = sources
+    val = mixed_fixed_batch(held_out, cfg.val.size, cfg.val.images, seed=cfg.seed + 1234)
+    n_val_files = sum(len(files) for files, _ in held_out)
     if rank == 0:
         log.info("training on %d files in %d folders; %d validation crops from %d held-out files",
-                 sum(len(f) for f, _ in sources), len(sources), len(val["l"]), len(val_files))
+                 sum(len(f) for f, _ in sources), len(sources), len(val["l"]), n_val_files)
     return Context(cfg=cfg, run_dir=run_dir, sources=sources, val=val, device=dev, rank=rank, world_size=world, progress=progress)
 
 
