@@ -329,3 +329,23 @@ def test_validation_batch_follows_the_mix_weights_not_the_file_counts(tmp_path):
     assert torch.equal(batch["l"], tdata.mixed_fixed_batch([(red, 0.2), (green, 0.8)], size=16, n=10)["l"])  # fixed
     with pytest.raises(ValueError):
         tdata.mixed_fixed_batch([([], 1.0)], size=16, n=4)
+
+
+def test_colourfulness_loss_matches_the_metric_and_pushes_dull_colour_up():
+    from colorgan.eval.metrics import colourfulness as cf_metric
+    from colorgan.train.losses import colourfulness, colourfulness_loss
+
+    torch.manual_seed(0)
+    rgb = torch.rand(3, 3, 20, 24)
+    ours = colourfulness(rgb.double())
+    assert torch.allclose(ours, torch.tensor([cf_metric(x) for x in rgb], dtype=torch.float64), atol=1e-4)
+    grey = rgb.mean(1, keepdim=True).expand_as(rgb).clone().requires_grad_(True)
+    loss = colourfulness_loss(grey, rgb)
+    loss.backward()
+    assert torch.isfinite(grey.grad).all()  # no infinite sqrt gradient at zero colour
+    assert colourfulness_loss(rgb, rgb).item() < 1e-6
+    # A prediction at half the truth's colour: the gradient on a colour scale asks for more.
+    mean = rgb.mean(1, keepdim=True)
+    k = torch.tensor(0.5, requires_grad=True)
+    colourfulness_loss(mean + k * (rgb - mean), rgb).backward()
+    assert k.grad.item() < 0

@@ -49,6 +49,7 @@ class PretrainGConfig:
         freeze_encoder_frac: share of the steps with the encoder frozen.
         l1_weight: weight of L1 on normalised ab.
         feature_weight: weight of the feature loss.
+        cf_weight: weight of the colourfulness loss (per-image |delta CF| / 100; 0: off).
         checkpoint_every: steps between checkpoints.
         eval_every: steps between validation scores.
     """
@@ -61,6 +62,7 @@ class PretrainGConfig:
     freeze_encoder_frac: float = 0.25
     l1_weight: float = 1.0
     feature_weight: float = 1.0
+    cf_weight: float = 0.0
     checkpoint_every: int = 100
     eval_every: int = 250
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from colorgan import color
+from colorgan.train.losses import colourfulness
 
 __all__ = ["CsvLog", "val_scores", "Plateau", "save_grid", "plot_curves"]
 
@@ -68,17 +69,6 @@ def _ab_hist(ab: torch.Tensor, bins: int = 16) -> torch.Tensor:
     return h / h.sum()
 
 
-def _cf(rgb: torch.Tensor) -> torch.Tensor:
-    # rgb: (B, 3, H, W) sRGB in [0, 1] -> (B,) colourfulness of Hasler and Suesstrunk, 0-255
-    # scale (the formula of colorgan.eval.metrics.colourfulness, batched).
-    x = rgb.double() * 255.0
-    rg = (x[:, 0] - x[:, 1]).flatten(1)
-    yb = (0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]).flatten(1)
-    std = (rg.var(1, unbiased=False) + yb.var(1, unbiased=False)).sqrt()
-    mean = (rg.mean(1).square() + yb.mean(1).square()).sqrt()
-    return std + 0.3 * mean
-
-
 def val_scores(ab_pred_norm: torch.Tensor, ab_true_norm: torch.Tensor, l_norm: torch.Tensor) -> dict[str, float]:
     """Critic-independent validation scores of a batch (see the module docstring).
 
@@ -99,8 +89,8 @@ def val_scores(ab_pred_norm: torch.Tensor, ab_true_norm: torch.Tensor, l_norm: t
     chroma_p = p.square().sum(1).sqrt().mean().item()
     chroma_t = t.square().sum(1).sqrt().mean().item()
     ratio = chroma_p / max(chroma_t, 1e-6)
-    cf_p = _cf(color.lab_to_rgb(torch.cat([L, p], 1)))
-    cf_t = _cf(color.lab_to_rgb(torch.cat([L, t], 1)))
+    cf_p = colourfulness(color.lab_to_rgb(torch.cat([L, p], 1)).double())
+    cf_t = colourfulness(color.lab_to_rgb(torch.cat([L, t], 1)).double())
     cf_ratio = cf_p.mean().item() / max(cf_t.mean().item(), 1e-6)
     dcf = (cf_p - cf_t).abs().mean().item()
     dcf_rel = dcf / max(cf_t.mean().item(), 1e-6)
