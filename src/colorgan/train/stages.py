@@ -310,7 +310,7 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
     if ctx.is_main:
         if skipped:
             log.info("%s: %d greyscale or unreadable files were skipped while sampling", stage_dir.name, skipped)
-        plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss", "l1", "feature", "score"], "generator pretraining")
+        plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss", "l1", "feature", *(["cf"] if cfg.cf_weight > 0 else []), "cf_ratio", "dcf", "score"], "generator pretraining")
     return {**scores, "skipped_files": skipped}
 
 
@@ -485,7 +485,7 @@ def train_gan(generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: 
     result = {"stop_reason": stop_reason, "best_step": plateau.best_step, "best_score": plateau.best, "scores": scores}
     if ctx.is_main:
         log.info("%s stopped: %s; keeping step %d (score %.4f)", stage_dir.name, stop_reason, plateau.best_step, plateau.best)
-        plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss_c", "adv", "l1", "critic_acc", "score"], "GAN phase")
+        plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss_c", "adv", "l1", "critic_acc", "cf_ratio", "dcf", "score"], "GAN phase")
     return result
 
 
