@@ -664,7 +664,7 @@ def test_study_serve_command_end_to_end(study):
     import httpx
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "colorgan", "study", "serve", str(study), "--port", "0", "--mode", "natural", "-q"],
+        [sys.executable, "-m", "colorgan", "study", "serve", str(study), "--port", "0", "--mode", "natural"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_serve_env(),
     )
     try:

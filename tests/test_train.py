@@ -326,6 +326,13 @@ def test_validation_batch_follows_the_mix_weights_not_the_file_counts(tmp_path):
     batch = tdata.mixed_fixed_batch([(red, 0.2), (green, 0.8), ([], 1.0)], size=16, n=10)
     a = batch["ab"][:, 0].mean((1, 2))  # a > 0 red, a < 0 green
     assert len(a) == 10 and int((a > 0).sum()) == 2 and int((a < 0).sum()) == 8
+    assert (a[:5] > 0).any() and (a[:5] < 0).any()  # interleaved: the first crops show both
+    # A folder with fewer files than its share: the other one makes up the difference.
+    blue = folder("blue", (40, 40, 200), 1)
+    topped = tdata.mixed_fixed_batch([(red, 0.5), (blue, 0.5)], size=16, n=6)
+    assert len(topped["l"]) == 6
+    # Fewer crops than folders: one each from the heaviest.
+    assert len(tdata.mixed_fixed_batch([(red, 0.1), (green, 0.8), (blue, 0.1)], size=16, n=2)["l"]) == 2
     assert torch.equal(batch["l"], tdata.mixed_fixed_batch([(red, 0.2), (green, 0.8)], size=16, n=10)["l"])  # fixed
     with pytest.raises(ValueError):
         tdata.mixed_fixed_batch([([], 1.0)], size=16, n=4)
@@ -349,3 +356,35 @@ def test_colourfulness_loss_matches_the_metric_and_pushes_dull_colour_up():
     k = torch.tensor(0.5, requires_grad=True)
     colourfulness_loss(mean + k * (rgb - mean), rgb).backward()
     assert k.grad.item() < 0
+
+
+def test_csv_log_resumed_with_new_columns_keeps_every_value_under_its_name(tmp_path):
+    import csv
+
+    from colorgan.train.monitor import CsvLog
+
+    p = tmp_path / "log.csv"
+    old = CsvLog(p, ["step", "l1", "score"])
+    old.write({"step": 10, "l1": 0.5, "score": 1.0})
+    old.close()
+    log = CsvLog(p, ["step", "l1", "cf_ratio", "score"])
+    log.write({"step": 20, "l1": 0.4, "cf_ratio": 0.7, "score": 0.9})
+    log.close()
+    rows = list(csv.DictReader(open(p)))
+    assert [r["score"] for r in rows] == ["1", "0.9"] and [r["cf_ratio"] for r in rows] == ["", "0.7"]
+    again = CsvLog(p, ["step", "l1", "cf_ratio", "score"])  # same columns: nothing rewritten
+    again.close()
+    assert len(list(csv.DictReader(open(p)))) == 2
+
+
+def test_plateau_resumed_from_an_older_score_formula_forgets_its_best():
+    old = Plateau(patience=2, min_evals=1)
+    old.update(1, 0.3, 0.8)  # a small score on the old scale
+    state = old.state_dict()
+    state.pop("score_version")  # as written before versions were stored
+    p = Plateau(patience=2, min_evals=1)
+    p.load_state_dict(state)
+    assert p.update(2, 1.1, 0.8) == (True, None)  # a new-scale score becomes the best
+    same = Plateau(patience=2, min_evals=1)
+    same.load_state_dict(old.state_dict())
+    assert same.update(2, 1.1, 0.8)[0] is False

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from colorgan.cli import int_range
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -24,7 +26,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", help="a .safetensors file (default: the shipped default model)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("historical_public_domain.jpg")))
-    ap.add_argument("--width", type=int, default=1000)
+    ap.add_argument("--width", type=int_range(64, 8000), default=1000, help="sheet width in pixels")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "colorgan", "colorize", str(ROOT / "examples"), "-o", tmp, "--compare", "-q"]

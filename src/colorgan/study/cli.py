@@ -108,7 +108,8 @@ def add_study_parser(sub) -> None:
         help="hide each pair after MS milliseconds (Zhang et al. 2016 used 1000); default 0: shown until answered",
     )
     v.add_argument("--hide-results", action="store_true", help="do not serve /api/study/results (participants cannot peek)")
-    v.add_argument("-q", "--quiet", action="store_true", help="no access log; warnings and errors only")
+    # Quiet by default, as before: the access log would print each participant's session URL.
+    v.add_argument("-v", "--verbose", action="store_true", help="uvicorn's info and access log (shows session ids)")
     v.set_defaults(func=_cmd_serve)
 
     r = steps.add_parser(
@@ -201,7 +202,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         exposed="anyone who can reach this machine can take part in the study"
         + ("" if args.hide_results else " and read /api/study/results (--hide-results turns that off)")
         + "; it has no authentication",
-        quiet=args.quiet,
+        quiet=not args.verbose,
     )
 
 

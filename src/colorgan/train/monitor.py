@@ -23,6 +23,7 @@ critic's running accuracy saturates (it no longer gives useful gradients).
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,17 +35,41 @@ import torch
 from colorgan import color
 from colorgan.train.losses import colourfulness
 
-__all__ = ["CsvLog", "val_scores", "Plateau", "save_grid", "plot_curves"]
+__all__ = ["CsvLog", "val_scores", "Plateau", "save_grid", "plot_curves", "SCORE_VERSION"]
+
+#: Version of the validation score's formula, stored with the stopping rule's state: 1 = ab
+#: histogram JS + mean-chroma gap + L1/50; 2 = JS + CF-ratio gap + relative delta-CF + L1/50.
+SCORE_VERSION = 2
+
+log = logging.getLogger(__name__)
 
 
 class CsvLog:
-    """Append rows to a CSV file, writing the header once; flushed after every row."""
+    """Append rows to a CSV file, writing the header once; flushed after every row.
+
+    A file written by an older version with other columns (a run resumed after an upgrade) is
+    rewritten first under the union of its columns and the new ones, so that every row stays
+    under its own header instead of new rows shifting under old names.
+    """
 
     def __init__(self, path: str | Path, columns: Sequence[str]) -> None:
         self.path = Path(path)
         self.columns = list(columns)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size == 0
+        if not new:
+            with open(self.path, newline="") as f:
+                reader = csv.DictReader(f)
+                old_cols = list(reader.fieldnames or [])
+                rows = list(reader) if old_cols != self.columns else []
+            if old_cols != self.columns:
+                self.columns += [c for c in old_cols if c not in self.columns]
+                tmp = self.path.with_name(self.path.name + ".tmp")
+                with open(tmp, "w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+                    w.writeheader()
+                    w.writerows(rows)
+                tmp.replace(self.path)
         self._f = open(self.path, "a", newline="")
         self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="ignore")
         if new:
@@ -154,11 +179,19 @@ class Plateau:
         return is_best, None
 
     def state_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("best", "best_step", "evals", "since_best", "saturated", "history")}
+        d = {k: getattr(self, k) for k in ("best", "best_step", "evals", "since_best", "saturated", "history")}
+        return {**d, "score_version": SCORE_VERSION}
 
     def load_state_dict(self, d: dict) -> None:
+        d = dict(d)
+        version = d.pop("score_version", 1)
         for k, v in d.items():
             setattr(self, k, v)
+        if version != SCORE_VERSION:
+            # A best score from another formula is not comparable with new ones: the next
+            # evaluation becomes the best, and patience counts afresh from there.
+            log.warning("validation score formula changed since this checkpoint (v%s -> v%s); its best score is reset", version, SCORE_VERSION)
+            self.best, self.since_best = math.inf, 0
 
 
 def save_grid(l_norm: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor, path: str | Path, n: int = 8) -> Path:

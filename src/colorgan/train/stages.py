@@ -540,13 +540,16 @@ def build_context(cfg: TrainConfig, run_dir: Path, *, device: str | torch.device
         sources.append((train, src.weight))
     if val_dirs:
         held_out = [([f for d in val_dirs for f in scan_images(d)], 1.0)]
+        if not held_out[0][0]:
+            raise ValueError(f"no images in the validation folders: {', '.join(str(d) for d in val_dirs)}")
+    val_from = "held-out"
     if not any(files for files, _ in held_out):
-        held_out = sources
+        held_out, val_from = sources, "training (folders too small to hold any out)"
     val = mixed_fixed_batch(held_out, cfg.val.size, cfg.val.images, seed=cfg.seed + 1234)
     n_val_files = sum(len(files) for files, _ in held_out)
     if rank == 0:
-        log.info("training on %d files in %d folders; %d validation crops from %d held-out files",
-                 sum(len(f) for f, _ in sources), len(sources), len(val["l"]), n_val_files)
+        log.info("training on %d files in %d folders; %d validation crops from %d %s files",
+                 sum(len(f) for f, _ in sources), len(sources), len(val["l"]), n_val_files, val_from)
     return Context(cfg=cfg, run_dir=run_dir, sources=sources, val=val, device=dev, rank=rank, world_size=world, progress=progress)
 
 
