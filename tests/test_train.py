@@ -340,7 +340,8 @@ def test_validation_batch_follows_the_mix_weights_not_the_file_counts(tmp_path):
 
 def test_colourfulness_loss_matches_the_metric_and_pushes_dull_colour_up():
     from colorgan.eval.metrics import colourfulness as cf_metric
-    from colorgan.train.losses import colourfulness, colourfulness_loss
+    from colorgan.eval.metrics import colourfulness_batch as colourfulness
+    from colorgan.train.losses import colourfulness_loss
 
     torch.manual_seed(0)
     rgb = torch.rand(3, 3, 20, 24)

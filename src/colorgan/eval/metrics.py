@@ -42,6 +42,7 @@ __all__ = [
     "bootstrap_ci",
     "center_crop_resize",
     "colourfulness",
+    "colourfulness_batch",
     "delta_colourfulness",
     "fid_from_features",
     "frechet_distance",
@@ -208,13 +209,28 @@ def colourfulness(rgb: ArrayLike) -> float:
     Returns:
         CF >= 0.
     """
-    img = _to_hwc(rgb, "rgb") * 255.0
-    r, g, b = img[..., 0], img[..., 1], img[..., 2]
-    rg = r - g
-    yb = 0.5 * (r + g) - b
-    std = math.sqrt(float(rg.std()) ** 2 + float(yb.std()) ** 2)
-    mean = math.sqrt(float(rg.mean()) ** 2 + float(yb.mean()) ** 2)
-    return float(std + 0.3 * mean)
+    img = torch.from_numpy(_to_hwc(rgb, "rgb")).permute(2, 0, 1)[None]
+    return float(colourfulness_batch(img)[0])
+
+
+def colourfulness_batch(rgb: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """:func:`colourfulness` of each image of a batch, differentiable (the training loss and
+    monitor use it, so that they measure exactly what the evaluation reports).
+
+    Args:
+        rgb: ``(B, 3, H, W)`` sRGB in [0, 1].
+        eps: added under the two square roots, whose gradient is infinite at a grey image
+            (a loss passes a small value; 0 gives the exact CF).
+
+    Returns:
+        ``(B,)`` CF >= 0, in float64 for float64 input, else float32.
+    """
+    x = (rgb if rgb.dtype == torch.float64 else rgb.float()) * 255.0
+    rg = (x[:, 0] - x[:, 1]).flatten(1)
+    yb = (0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]).flatten(1)
+    std = (rg.var(1, unbiased=False) + yb.var(1, unbiased=False) + eps).sqrt()
+    mean = (rg.mean(1).square() + yb.mean(1).square() + eps).sqrt()
+    return std + 0.3 * mean
 
 
 def delta_colourfulness(pred_cf: Sequence[float], true_cf: Sequence[float]) -> float:

@@ -14,9 +14,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from colorgan import color
+from colorgan.eval.metrics import colourfulness_batch
 
 __all__ = [
-    "FeatureLoss", "MobileNetFeatures", "render_rgb", "pixel_loss", "colourfulness", "colourfulness_loss",
+    "FeatureLoss", "MobileNetFeatures", "render_rgb", "pixel_loss", "colourfulness_loss",
     "critic_loss", "generator_adv_loss", "FEATURE_NETS",
 ]
 
@@ -42,37 +43,24 @@ def pixel_loss(ab_pred: torch.Tensor, ab_true: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(ab_pred.float(), ab_true.float())
 
 
-def colourfulness(rgb: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per-image colourfulness of Hasler and Suesstrunk (2003), batched and differentiable.
-
-    The formula of :func:`colorgan.eval.metrics.colourfulness` (the evaluation's CF):
-    ``sqrt(var_rg + var_yb) + 0.3 sqrt(mean_rg^2 + mean_yb^2)`` with ``rg = R - G`` and
-    ``yb = (R + G) / 2 - B`` on the 0-255 scale.
-
-    Args:
-        rgb: ``(B, 3, H, W)`` sRGB in [0, 1].
-        eps: added under the square roots, whose gradient is infinite at a grey image.
-
-    Returns:
-        ``(B,)`` CF >= 0, in float64 for float64 input, else float32.
-    """
-    x = (rgb if rgb.dtype == torch.float64 else rgb.float()) * 255.0
-    rg = (x[:, 0] - x[:, 1]).flatten(1)
-    yb = (0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]).flatten(1)
-    std = (rg.var(1, unbiased=False) + yb.var(1, unbiased=False) + eps).sqrt()
-    mean = (rg.mean(1).square() + yb.mean(1).square() + eps).sqrt()
-    return std + 0.3 * mean
-
-
 def colourfulness_loss(rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.Tensor:
     """Mean per-image |CF(prediction) - CF(truth)| / 100 (the evaluation's delta-CF, rescaled).
 
     L1 and feature losses pull an uncertain colour towards the average, so a regression
     generator paints every photo about equally and mildly colourful (v0.1: 68% of the truth's
     CF on held-out photos). This term asks each image to be as colourful as its truth while L1
-    keeps the hues anchored. Shapes as :func:`colourfulness`.
+    keeps the hues anchored.
+
+    Args:
+        rgb_pred, rgb_true: ``(B, 3, H, W)`` sRGB in [0, 1].
+
+    Returns:
+        A scalar; CF as :func:`colorgan.eval.metrics.colourfulness_batch`, with a small epsilon
+        under its square roots so that the gradient stays finite at a grey prediction.
     """
-    return (colourfulness(rgb_pred) - colourfulness(rgb_true.detach())).abs().mean() / 100.0
+    cf_pred = colourfulness_batch(rgb_pred, eps=1e-6)
+    cf_true = colourfulness_batch(rgb_true.detach(), eps=1e-6)
+    return (cf_pred - cf_true).abs().mean() / 100.0
 
 
 class MobileNetFeatures(nn.Module):

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from colorgan import color
-from colorgan.train.losses import colourfulness
+from colorgan.eval.metrics import colourfulness_batch
 
 __all__ = ["CsvLog", "val_scores", "Plateau", "save_grid", "plot_curves", "SCORE_VERSION"]
 
@@ -63,13 +63,16 @@ class CsvLog:
                 old_cols = list(reader.fieldnames or [])
                 rows = list(reader) if old_cols != self.columns else []
             if old_cols != self.columns:
+                import io
+
+                from colorgan.io import atomic_write
+
                 self.columns += [c for c in old_cols if c not in self.columns]
-                tmp = self.path.with_name(self.path.name + ".tmp")
-                with open(tmp, "w", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-                    w.writeheader()
-                    w.writerows(rows)
-                tmp.replace(self.path)
+                text = io.StringIO(newline="")
+                w = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
+                atomic_write(self.path, text.getvalue().encode())
         self._f = open(self.path, "a", newline="")
         self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="ignore")
         if new:
@@ -114,11 +117,12 @@ def val_scores(ab_pred_norm: torch.Tensor, ab_true_norm: torch.Tensor, l_norm: t
     chroma_p = p.square().sum(1).sqrt().mean().item()
     chroma_t = t.square().sum(1).sqrt().mean().item()
     ratio = chroma_p / max(chroma_t, 1e-6)
-    cf_p = colourfulness(color.lab_to_rgb(torch.cat([L, p], 1)).double())
-    cf_t = colourfulness(color.lab_to_rgb(torch.cat([L, t], 1)).double())
-    cf_ratio = cf_p.mean().item() / max(cf_t.mean().item(), 1e-6)
+    cf_p = colourfulness_batch(color.lab_to_rgb(torch.cat([L, p], 1)).double())
+    cf_t = colourfulness_batch(color.lab_to_rgb(torch.cat([L, t], 1)).double())
+    cf_t_mean = max(cf_t.mean().item(), 1e-6)
+    cf_ratio = cf_p.mean().item() / cf_t_mean
     dcf = (cf_p - cf_t).abs().mean().item()
-    dcf_rel = dcf / max(cf_t.mean().item(), 1e-6)
+    dcf_rel = dcf / cf_t_mean
     hp, ht = _ab_hist(p), _ab_hist(t)
     m = (hp + ht) / 2
 
