@@ -178,14 +178,18 @@ def run_jobs(
                 return
             loads.append((job, readers.submit(decode, job)))
 
-    def finish_write(job: FileJob, fut: "Future[FileJob]") -> None:
+    def outcome(job: FileJob, fut: "Future[T]", doing: str) -> "T | None":
+        """The future's result, or None after reporting the job failed (``doing``: decode, write)."""
         try:
-            fut.result()
+            return fut.result()
         except ColorGANError as e:
             fail(job, f"error: {e}")
-            return
         except MemoryError:
-            fail(job, f"error: {job.source}: not enough memory to write this image")
+            fail(job, f"error: {job.source}: not enough memory to {doing} this image")
+        return None
+
+    def finish_write(job: FileJob, fut: "Future[FileJob]") -> None:
+        if outcome(job, fut, "write") is None:
             return
         result.done += 1
         if on_file is not None:
@@ -214,13 +218,8 @@ def run_jobs(
         while loads:
             job, fut = loads.popleft()
             fill()
-            try:
-                item = fut.result()
-            except ColorGANError as e:
-                fail(job, f"error: {e}")
-                continue
-            except MemoryError:
-                fail(job, f"error: {job.source}: not enough memory to decode this image")
+            item = outcome(job, fut, "decode")
+            if item is None:
                 continue
             if item.kind == "colour":
                 report(f"warning: {job.source}: already in colour; only its luminance is used")
