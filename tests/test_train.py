@@ -359,6 +359,28 @@ def test_colourfulness_loss_matches_the_metric_and_pushes_dull_colour_up():
     assert k.grad.item() < 0
 
 
+def test_chroma_loss_asks_for_the_truths_saturation_whatever_the_hue():
+    from colorgan.train.losses import chroma_loss
+
+    torch.manual_seed(0)
+    ab = torch.randn(2, 2, 8, 8) * 0.3
+    # The same chroma at another hue (a 90-degree turn in the ab plane) costs nothing:
+    # an ambiguous hue is not pulled to grey, as L1 pulls it.
+    turned = torch.stack([-ab[:, 1], ab[:, 0]], dim=1)
+    assert chroma_loss(turned, ab).item() < 1e-5
+    assert chroma_loss(ab, ab).item() < 1e-5
+    # Grey against colour: the loss is the truth's mean chroma, with a finite gradient at zero.
+    grey = torch.zeros_like(ab, requires_grad=True)
+    loss = chroma_loss(grey, ab)
+    loss.backward()
+    assert torch.isfinite(grey.grad).all()
+    assert loss.item() == pytest.approx(ab.norm(dim=1).mean().item(), abs=2e-3)  # sqrt(eps) = 1e-3
+    # Half the truth's saturation: the gradient on a saturation scale asks for more.
+    k = torch.tensor(0.5, requires_grad=True)
+    chroma_loss(k * ab, ab).backward()
+    assert k.grad.item() < 0
+
+
 def test_csv_log_resumed_with_new_columns_keeps_every_value_under_its_name(tmp_path):
     import csv
 

@@ -50,6 +50,7 @@ class PretrainGConfig:
         l1_weight: weight of L1 on normalised ab.
         feature_weight: weight of the feature loss.
         cf_weight: weight of the colourfulness loss (per-image |delta CF| / 100; 0: off).
+        chroma_weight: weight of the chroma loss (per-pixel |delta |ab|| in ab / 110; 0: off).
         checkpoint_every: steps between checkpoints.
         eval_every: steps between validation scores.
     """
@@ -63,6 +64,7 @@ class PretrainGConfig:
     l1_weight: float = 1.0
     feature_weight: float = 1.0
     cf_weight: float = 0.0
+    chroma_weight: float = 0.0
     checkpoint_every: int = 100
     eval_every: int = 250
 

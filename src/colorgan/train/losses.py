@@ -17,7 +17,7 @@ from colorgan import color
 from colorgan.eval.metrics import colourfulness_batch
 
 __all__ = [
-    "FeatureLoss", "MobileNetFeatures", "render_rgb", "pixel_loss", "colourfulness_loss",
+    "FeatureLoss", "MobileNetFeatures", "render_rgb", "pixel_loss", "chroma_loss", "colourfulness_loss",
     "critic_loss", "generator_adv_loss", "FEATURE_NETS",
 ]
 
@@ -41,6 +41,25 @@ def render_rgb(l_norm: torch.Tensor, ab_norm: torch.Tensor) -> torch.Tensor:
 def pixel_loss(ab_pred: torch.Tensor, ab_true: torch.Tensor) -> torch.Tensor:
     """Mean absolute error in normalised ab."""
     return F.l1_loss(ab_pred.float(), ab_true.float())
+
+
+def chroma_loss(ab_pred: torch.Tensor, ab_true: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Mean per-pixel |chroma(prediction) - chroma(truth)|, chroma = |ab| (hue left free).
+
+    L1 on ab pulls a pixel whose hue is uncertain (a shirt: red or blue?) towards grey, so the
+    objects that make a photo colourful come out dull. This term only asks for the truth's
+    saturation at each pixel, at whatever hue L1 and the feature loss settle on.
+
+    Args:
+        ab_pred, ab_true: ``(B, 2, H, W)`` normalised ab (ab / 110).
+        eps: added under the square root, so the gradient stays finite at a grey prediction.
+
+    Returns:
+        A scalar in normalised ab units.
+    """
+    c_pred = (ab_pred.float().square().sum(1) + eps).sqrt()
+    c_true = (ab_true.float().square().sum(1) + eps).sqrt()
+    return (c_pred - c_true).abs().mean()
 
 
 def colourfulness_loss(rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.Tensor:

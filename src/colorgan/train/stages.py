@@ -36,7 +36,7 @@ import torch.nn as nn
 from colorgan.train.checkpoint import load_checkpoint, save_checkpoint
 from colorgan.train.config import GanConfig, PretrainCConfig, PretrainGConfig, TrainConfig
 from colorgan.train.data import StepBatches, holdout_split, mixed_fixed_batch, scan_images
-from colorgan.train.losses import FeatureLoss, colourfulness_loss, critic_loss, generator_adv_loss, pixel_loss, render_rgb
+from colorgan.train.losses import FeatureLoss, chroma_loss, colourfulness_loss, critic_loss, generator_adv_loss, pixel_loss, render_rgb
 from colorgan.train.monitor import CsvLog, Plateau, plot_curves, save_grid, val_scores
 
 __all__ = [
@@ -236,7 +236,7 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
     own_loss = getattr(g, "loss", None)  # the baselines' objectives; SAUNet has none
     feat_loss = ctx.feature_loss() if cfg.feature_weight > 0 and own_loss is None else None
     freeze_steps = int(cfg.freeze_encoder_frac * cfg.steps)
-    csv_log = CsvLog(stage_dir / "log.csv", ["step", "size", "loss", "l1", "feature", "cf", "lr", "img_per_s", "skipped_files", "l1_ab", "chroma_ratio", "cf_ratio", "dcf", "hist_js", "score"]) if ctx.is_main else None
+    csv_log = CsvLog(stage_dir / "log.csv", ["step", "size", "loss", "l1", "feature", "cf", "chroma", "lr", "img_per_s", "skipped_files", "l1_ab", "chroma_ratio", "cf_ratio", "dcf", "hist_js", "score"]) if ctx.is_main else None
     skipped = int(state.get("skipped", 0)) if state else 0
     scores: dict[str, float] = dict(state.get("scores", {})) if state else {}
 
@@ -265,6 +265,7 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
                 skipped += int(batch["skipped"])
                 feat = torch.zeros((), device=ctx.device)
                 cf = torch.zeros((), device=ctx.device)
+                chroma = torch.zeros((), device=ctx.device)
                 if own_loss is not None:
                     # A baseline with its own objective (CIC: rebalanced cross-entropy; Iizuka:
                     # MSE); L1 is only logged, so that the curves compare with our generator's.
@@ -278,6 +279,9 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
                         ab = gw(l_in).float()
                     l1 = pixel_loss(ab, ab_true)
                     loss = cfg.l1_weight * l1
+                    if cfg.chroma_weight > 0:
+                        chroma = chroma_loss(ab, ab_true)
+                        loss = loss + cfg.chroma_weight * chroma
                 if own_loss is None and (feat_loss is not None or cfg.cf_weight > 0):
                     rgb_pred, rgb_true = render_rgb(l, ab), render_rgb(l, ab_true)
                     if feat_loss is not None:
@@ -301,7 +305,7 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
                         save_grid(ctx.val["l"], ab_val, ctx.val["ab"], stage_dir / "grids" / f"step{step:06d}.png")
                 if ctx.is_main and (step % 10 == 0 or row):
                     rate = seen / max(1e-6, time.time() - t0)
-                    csv_log.write({"step": step, "size": size, "loss": loss.item(), "l1": l1.item(), "feature": feat.item(), "cf": cf.item(),
+                    csv_log.write({"step": step, "size": size, "loss": loss.item(), "l1": l1.item(), "feature": feat.item(), "cf": cf.item(), "chroma": chroma.item(),
                                    "lr": opt.param_groups[0]["lr"], "img_per_s": rate, "skipped_files": skipped, **row})
                     bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.1f}")
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -310,7 +314,7 @@ def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg:
     if ctx.is_main:
         if skipped:
             log.info("%s: %d greyscale or unreadable files were skipped while sampling", stage_dir.name, skipped)
-        plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss", "l1", "feature", *(["cf"] if cfg.cf_weight > 0 else []), "cf_ratio", "dcf", "score"], "generator pretraining")
+        plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss", "l1", "feature", *(["cf"] if cfg.cf_weight > 0 else []), *(["chroma"] if cfg.chroma_weight > 0 else []), "cf_ratio", "dcf", "score"], "generator pretraining")
     return {**scores, "skipped_files": skipped}
 
 
