@@ -13,6 +13,9 @@ For each photo (256 px protocol: short side 256, centre crop) the model predicts
 each candidate gain g the output ``Lab(L, g * ab)`` is rendered (gamut-clipped as always) and
 compared with the truth. The chosen gain is the smallest whose mean colourfulness (Hasler and
 Suesstrunk) reaches ``target`` times the truth's, the same ratio the evaluation report shows.
+
+With ``--adaptive`` a per-image gain head is first fitted on *training* photos
+(:mod:`colorgan.eval.gain_head`), and the curve is that of global gains on top of it.
 """
 
 from __future__ import annotations
@@ -117,10 +120,25 @@ def pick_gain(curve: Sequence[GainPoint], target: float) -> GainPoint:
     return ordered[-1]
 
 
+def _fit_head(model: torch.nn.Module, args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, object]]:
+    """Fit the per-image gain head on training photos; print and return what was fitted."""
+    from colorgan.eval import gain_head
+
+    fit_files = gain_head.training_files(args.fit_config, args.fit_images, args.fit_seed)
+    print(f"fitting the gain head on {len(fit_files)} training photos ({args.fit_config})", file=sys.stderr)
+    samples = gain_head.collect_samples(model, fit_files)
+    fit = gain_head.fit_ridge(samples.features, samples.target)
+    record = {"photos": len(samples.files), "config": str(args.fit_config), "seed": args.fit_seed,
+              "alpha": fit.alpha, "cv_mse": fit.cv_mse, "cv_mse_mean": fit.cv_mse_mean}
+    print(f"gain head: ridge alpha {fit.alpha:g}; cross-validated MSE of log gain {fit.cv_mse:.4f} "
+          f"(predicting the mean: {fit.cv_mse_mean:.4f})")
+    return gain_head.with_gain_head(model, fit), record
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m colorgan.eval.calibrate``: print the gain curve and write the calibrated weights."""
     from colorgan import io as cio
-    from colorgan.cli import cli_error
+    from colorgan.cli import cli_error, int_range
     from colorgan.errors import ColorGANError
     from colorgan.models import hub
     from colorgan.pipeline import Colorizer
@@ -132,16 +150,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--gains", default="1.0,1.1,1.2,1.3,1.4,1.5,1.6,1.7,1.8", help="comma-separated candidates")
     p.add_argument("--out", type=Path, default=None, help="write the calibrated weights here (fp16)")
     p.add_argument("--json", type=Path, default=None, help="write the curve as JSON here")
+    p.add_argument("--adaptive", action="store_true", help="first fit a per-image gain head on training photos")
+    p.add_argument("--fit-config", type=Path, default=None, help="training recipe whose [[data]] folders and hold-out rule give the fit's photos (--adaptive)")
+    p.add_argument("--fit-images", type=int_range(4, 1_000_000), default=1200, help="training photos for the fit (default 1200)")
+    p.add_argument("--fit-seed", type=int, default=0, help="which training photos (default 0)")
     args = p.parse_args(argv)
+    if args.adaptive and args.fit_config is None:
+        p.error("--adaptive needs --fit-config (the training recipe: its photos, never the held-out ones)")
     try:
         model = hub.load_model(args.weights, expect_kind="generator")
         if model.config.chroma_gain != 1.0:
             print(f"note: {args.weights} already has chroma_gain {model.config.chroma_gain}; gains are relative to it", file=sys.stderr)
-        colorizer = Colorizer(model, device="cpu", name=args.weights.stem)
         files = [f for f, _ in cio.iter_image_files(args.data)]
         gains = [float(g) for g in args.gains.split(",")]
+        fit_record: dict[str, object] = {}
+        if args.adaptive:
+            model, fit_record = _fit_head(model, args)
+        elif getattr(model.config, "adaptive_gain", False):
+            print(f"note: {args.weights} has a per-image gain head; the curve is on top of it", file=sys.stderr)
+        colorizer = Colorizer(model, device="cpu", name=args.weights.stem)
         curve = chroma_gain_curve(colorizer, files, gains)
-    except (ColorGANError, ValueError) as e:
+    except (ColorGANError, ValueError, OSError) as e:
         return cli_error(str(e))
     print(f"{len(files)} photos")
     print("gain  CF ratio  dCF    PSNR")
@@ -151,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"chosen gain {best.gain:.2f} (target CF ratio {args.target})")
     if args.json:
         args.json.write_text(json.dumps({"photos": len(files), "target": args.target, "chosen": best.gain,
-                                         "curve": [dataclasses.asdict(c) for c in curve]}, indent=1))
+                                         "curve": [dataclasses.asdict(c) for c in curve],
+                                         **({"gain_head": fit_record} if fit_record else {})}, indent=1))
     if args.out:
         gain = model.config.chroma_gain * best.gain
         calibrated = type(model)(dataclasses.replace(model.config, chroma_gain=gain))
@@ -159,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Keep the training record and add the calibration's, so the file still says how it was made.
         extra = {k: v for k, v in hub.read_metadata(args.weights).items() if k == "training"}
         extra["calibration"] = json.dumps({"photos": len(files), "target": args.target, "gain": gain,
-                                           "curve": [dataclasses.asdict(c) for c in curve]})
+                                           "curve": [dataclasses.asdict(c) for c in curve],
+                                           **({"gain_head": fit_record} if fit_record else {})})
         hub.save_model(calibrated.eval(), args.out, dtype=torch.float16, extra=extra)
         print(f"wrote {args.out} (chroma_gain {gain:.3f})")
     return 0

@@ -20,7 +20,7 @@ from colorgan.models.encoders import ENCODERS, build_encoder
 from colorgan.models._config import config_from_dict
 from colorgan.models.layers import ConvBlock, PixelShuffleICNR, SelfAttention, check_l_input
 
-__all__ = ["GeneratorConfig", "SAUNet"]
+__all__ = ["ChromaGainHead", "GeneratorConfig", "SAUNet"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,11 @@ class GeneratorConfig:
             colourful as real photos on average; 1 during training. Regression toward the mean
             leaves every L1-trained colouriser desaturated; CIC's annealed-mean temperature is
             the same kind of calibrated knob.
+        adaptive_gain: a per-image chroma gain from the encoder's global features
+            (:class:`ChromaGainHead`), fitted after training by ridge regression
+            (``python -m colorgan.eval.calibrate --adaptive``): a regression generator paints
+            every photo about equally colourful, and this lets a market scene be more colourful
+            than a foggy street. Multiplies with ``chroma_gain``.
     """
 
     encoder: str = "mobilenet_v2"
@@ -52,6 +57,7 @@ class GeneratorConfig:
     blur: bool = True
     ab_bound: float = 1.0
     chroma_gain: float = 1.0
+    adaptive_gain: bool = False
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -107,6 +113,40 @@ class _UnetBlock(nn.Module):
         return self.attn(self.conv2(self.conv1(x)))
 
 
+class ChromaGainHead(nn.Module):
+    """A per-image chroma gain predicted from the encoder's global features.
+
+    Features: the spatial means of the stride-32 and stride-16 encoder maps and the spatial
+    standard deviation of the stride-32 map; a linear layer maps them to a log gain, clamped to
+    [-log(max_gain), log(max_gain)]. Zero-initialised: gain 1, the plain network.
+
+    Shapes: ``s16 (B, c16, h, w), s32 (B, c32, h', w') -> (B, 1, 1, 1)`` gain in
+    [1 / max_gain, max_gain].
+    """
+
+    max_gain = 2.0
+
+    def __init__(self, c16: int, c32: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(2 * c32 + c16, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    @staticmethod
+    def features(s16: torch.Tensor, s32: torch.Tensor) -> torch.Tensor:
+        """``(B, 2 * c32 + c16)`` float32: [mean s32, mean s16, std s32] over space."""
+        s16, s32 = s16.float(), s32.float()
+        m32 = s32.mean((2, 3))
+        # The std as sqrt(E[x^2] - E[x]^2): plain reductions, which every ONNX runtime has.
+        sd32 = (s32.square().mean((2, 3)) - m32.square()).clamp_min(0.0).sqrt()
+        return torch.cat([m32, s16.mean((2, 3)), sd32], dim=1)
+
+    def forward(self, s16: torch.Tensor, s32: torch.Tensor) -> torch.Tensor:
+        bound = float(torch.log(torch.tensor(self.max_gain)))
+        z = self.linear(self.features(s16, s32)).clamp(-bound, bound)
+        return z.exp()[:, :, None, None]
+
+
 class SAUNet(nn.Module):
     """Self-attention U-Net generator: normalised L -> normalised ab.
 
@@ -157,6 +197,7 @@ class SAUNet(nn.Module):
         self.head = nn.Conv2d(d1, 2, 1)
         nn.init.zeros_(self.head.weight)  # start from "no colour": a neutral, stable first output
         nn.init.zeros_(self.head.bias)
+        self.gain_head = ChromaGainHead(c16, c32) if config.adaptive_gain else None
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters of the pretrained encoder (frozen first, then fine-tuned at a lower rate)."""
@@ -176,4 +217,6 @@ class SAUNet(nn.Module):
         x = self.final_up(x)
         x = self.refine(torch.cat([x, l_norm.to(x.dtype)], dim=1))
         ab = self.config.ab_bound * torch.tanh(self.head(x))
+        if self.gain_head is not None:
+            ab = ab * self.gain_head(s16, s32).to(ab.dtype)
         return ab * self.config.chroma_gain if self.config.chroma_gain != 1.0 else ab

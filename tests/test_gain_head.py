@@ -1,0 +1,160 @@
+"""The per-image chroma gain head: its model wiring, its ridge fit, its file and its CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from colorgan.eval import gain_head
+from colorgan.models.generator import ChromaGainHead, SAUNet
+
+
+def _with_head(model: SAUNet, weight: torch.Tensor | None = None, bias: float = 0.0) -> SAUNet:
+    out = SAUNet(dataclasses.replace(model.config, adaptive_gain=True))
+    state = model.state_dict()
+    d = out.gain_head.linear.in_features
+    state["gain_head.linear.weight"] = (weight if weight is not None else torch.zeros(d))[None].float()
+    state["gain_head.linear.bias"] = torch.tensor([bias])
+    out.load_state_dict(state)
+    return out.eval()
+
+
+def _l(b: int = 2, h: int = 64, w: int = 96, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(b, 1, h, w, generator=g) * 2 - 1)
+
+
+def test_a_zero_head_is_the_plain_network(tiny_model_fresh):
+    x = _l()
+    with torch.no_grad():
+        assert torch.equal(_with_head(tiny_model_fresh)(x), tiny_model_fresh(x))
+
+
+def test_the_head_scales_each_image_by_its_own_bounded_gain(tiny_model_fresh):
+    x = _l(b=3)
+    with torch.no_grad():
+        plain = tiny_model_fresh(x)
+        # A bias alone: one gain for all, exp(0.3).
+        assert torch.allclose(_with_head(tiny_model_fresh, bias=0.3)(x), plain * math.exp(0.3), atol=1e-6)
+        # Far beyond the bound: clamped to max_gain, never more.
+        assert torch.allclose(_with_head(tiny_model_fresh, bias=50.0)(x), plain * ChromaGainHead.max_gain, atol=1e-6)
+        # Weights on the features: the gain differs between images, and matches the features.
+        d = tiny_model_fresh.encoder.channels
+        w = torch.randn(2 * d[4] + d[3], generator=torch.Generator().manual_seed(1)) * 0.5
+        m = _with_head(tiny_model_fresh, w)
+        got = m(x)
+        s = tiny_model_fresh.encoder(x)
+        z = (ChromaGainHead.features(s[3], s[4]) @ w).clamp(-math.log(2), math.log(2))
+        assert torch.allclose(got, plain * z.exp()[:, None, None, None], atol=1e-5)
+        assert z.std() > 0.01  # per image, not one number
+
+
+def test_features_std_matches_torch_std(tiny_model_fresh):
+    s = tiny_model_fresh.encoder(_l(b=2))
+    f = ChromaGainHead.features(s[3], s[4])
+    c32 = s[4].shape[1]
+    assert f.shape == (2, 2 * c32 + s[3].shape[1])
+    assert torch.allclose(f[:, -c32:], s[4].std((2, 3), unbiased=False), atol=1e-5)
+
+
+def test_ridge_recovers_a_linear_law_and_folds_the_standardisation_back():
+    rng = np.random.default_rng(0)
+    X = rng.normal(3.0, [0.1, 5.0, 1.0, 2.0], (200, 4))  # columns on very different scales
+    w_true = np.array([2.0, -0.1, 0.0, 0.3])
+    y = X @ w_true + 0.7 + rng.normal(0, 0.05, 200)
+    fit = gain_head.fit_ridge(X, y)
+    assert np.allclose(fit.predict(X), y, atol=0.2)
+    assert np.allclose(fit.weight, w_true, atol=0.05) and fit.cv_mse < 0.1 * fit.cv_mse_mean
+    # Pure noise: cross-validation picks strong shrinkage and does not beat the mean by much.
+    noise = gain_head.fit_ridge(rng.normal(size=(60, 300)), rng.normal(size=60))
+    assert noise.cv_mse > 0.9 * noise.cv_mse_mean
+    assert np.abs(noise.predict(rng.normal(size=(5, 300)))).max() < 1.0
+    with pytest.raises(ValueError):
+        gain_head.fit_ridge(X[:3], y[:3])
+
+
+def test_fit_from_photos_and_write_a_file_that_reloads_with_its_head(tmp_path, tiny_weights):
+    from PIL import Image
+
+    from colorgan.models import hub
+
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(8):
+        tint = np.array([1.0, 1.0, 1.0]) + rng.uniform(-0.5, 0.5, 3) * (i % 4) / 3
+        img = np.clip(rng.normal(0.5, 0.15, (40, 48, 3)) * tint, 0, 1)
+        Image.fromarray((img * 255).astype(np.uint8)).save(photos / f"p{i}.png")
+    files = sorted(photos.iterdir())
+    model = hub.load_model(tiny_weights)
+    samples = gain_head.collect_samples(model, files, size=64, render_size=64)
+    assert samples.features.shape[0] == len(files) == samples.cf_truth.shape[0]
+    assert np.all(np.isfinite(samples.target))
+    fit = gain_head.fit_ridge(samples.features, samples.target)
+    adaptive = gain_head.with_gain_head(model, fit)
+    assert adaptive.config.adaptive_gain
+    # Fitting is against the plain network even when the model already has a head.
+    again = gain_head.collect_samples(adaptive, files[:2], size=64, render_size=64)
+    assert np.allclose(again.cf_output, samples.cf_output[:2])
+    out = tmp_path / "adaptive.safetensors"
+    hub.save_model(adaptive, out, dtype=torch.float16)
+    back = hub.load_model(out)
+    assert back.config.adaptive_gain and back.gain_head is not None
+    x = _l(b=2, h=64, w=64)
+    with torch.no_grad():
+        assert torch.allclose(back(x), adaptive(x), atol=3e-3)
+
+
+def test_calibrate_cli_adaptive_fits_on_the_configs_training_photos(tmp_path, tiny_weights, capsys):
+    from PIL import Image
+
+    from colorgan.eval import calibrate
+    from colorgan.models import hub
+
+    rng = np.random.default_rng(1)
+    train, held = tmp_path / "train", tmp_path / "held"
+    for d, n in ((train, 12), (held, 3)):
+        d.mkdir()
+        for i in range(n):
+            img = np.clip(rng.normal(0.5, 0.2, (40, 40, 3)) * rng.uniform(0.4, 1.2, 3), 0, 1)
+            Image.fromarray((img * 255).astype(np.uint8)).save(d / f"{d.name}{i}.png")
+    cfg = tmp_path / "recipe.toml"
+    cfg.write_text(f'[[data]]\npath = "{train}"\nweight = 1.0\n\n[val]\nholdout_every = 1000000\n')
+    out = tmp_path / "cal.safetensors"
+    rc = calibrate.main(["--weights", str(tiny_weights), "--data", str(held), "--adaptive", "--fit-config", str(cfg),
+                         "--fit-images", "10", "--gains", "1.0", "--target", "0", "--out", str(out)])
+    assert rc == 0
+    assert "gain head: ridge alpha" in capsys.readouterr().out
+    m = hub.load_model(out)
+    assert m.config.adaptive_gain and m.config.chroma_gain == 1.0
+    assert '"gain_head"' in hub.read_metadata(out)["calibration"]
+    # --adaptive without a recipe: a clear usage error, not a traceback.
+    with pytest.raises(SystemExit) as e:
+        calibrate.main(["--weights", str(tiny_weights), "--data", str(held), "--adaptive"])
+    assert e.value.code == 2
+
+
+def test_training_files_never_returns_a_held_out_photo(tmp_path):
+    from colorgan.train.data import holdout_split, scan_images
+
+    d = tmp_path / "folder"
+    d.mkdir()
+    for i in range(60):
+        (d / f"img{i:03d}.jpg").write_bytes(b"x")
+    cfg = tmp_path / "recipe.toml"
+    cfg.write_text(f'[[data]]\npath = "{d}"\nweight = 1.0\n\n[val]\nholdout_every = 4\n')
+    picked = gain_head.training_files(cfg, 1000)
+    _, held = holdout_split(scan_images(d), 4)
+    assert held and not set(picked) & set(held)
+    assert len(picked) == 60 - len(held)
+
+
+@pytest.fixture
+def tiny_model_fresh():
+    from conftest import make_tiny_generator
+
+    return make_tiny_generator()
