@@ -189,3 +189,26 @@ def test_default_dynamo_exporter_round_trip(tmp_path, tiny_weights, tiny_model, 
         x = _l_norm(b, h, w, seed=b)
         with torch.no_grad():
             assert float((runner(x) - tiny_model(x)).abs().max()) * 110 < 1e-3
+
+
+def test_onnx_export_keeps_the_per_image_gain_head(tiny_model, tmp_path):
+    """A model with a fitted gain head exports with it: per-image gains survive the round trip."""
+    import dataclasses
+
+    from colorgan.models.generator import SAUNet
+
+    adaptive = SAUNet(dataclasses.replace(tiny_model.config, adaptive_gain=True))
+    state = tiny_model.state_dict()
+    d = adaptive.gain_head.linear.in_features
+    state["gain_head.linear.weight"] = torch.randn(1, d, generator=torch.Generator().manual_seed(3)) * 0.5
+    state["gain_head.linear.bias"] = torch.tensor([0.1])
+    adaptive.load_state_dict(state)
+    adaptive.eval()
+    path = export_onnx(adaptive, tmp_path / "adaptive.onnx", exporter="torchscript")
+    x = _l_norm(3, 64, 96)
+    with torch.no_grad():
+        ref, plain = adaptive(x), tiny_model(x)
+    got = OnnxModel(path, threads=1)(x)
+    assert float((got - ref).abs().max()) * 110 < 1e-3
+    gains = (ref.flatten(1).norm(dim=1) / plain.flatten(1).norm(dim=1))
+    assert float(gains.max() - gains.min()) > 1e-3  # the head is active and differs per image
