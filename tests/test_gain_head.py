@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -14,13 +13,9 @@ from colorgan.models.generator import ChromaGainHead, SAUNet
 
 
 def _with_head(model: SAUNet, weight: torch.Tensor | None = None, bias: float = 0.0) -> SAUNet:
-    out = SAUNet(dataclasses.replace(model.config, adaptive_gain=True))
-    state = model.state_dict()
-    d = out.gain_head.linear.in_features
-    state["gain_head.linear.weight"] = (weight if weight is not None else torch.zeros(d))[None].float()
-    state["gain_head.linear.bias"] = torch.tensor([bias])
-    out.load_state_dict(state)
-    return out.eval()
+    d = 2 * model.encoder.channels[4] + model.encoder.channels[3]
+    w = np.zeros(d) if weight is None else weight.double().numpy()
+    return gain_head.with_gain_head(model, gain_head.RidgeFit(weight=w, bias=bias, alpha=1.0, cv_mse=0.0, cv_mse_mean=0.0))
 
 
 def _l(b: int = 2, h: int = 64, w: int = 96, seed: int = 0) -> torch.Tensor:
@@ -59,6 +54,27 @@ def test_features_std_matches_torch_std(tiny_model_fresh):
     c32 = s[4].shape[1]
     assert f.shape == (2, 2 * c32 + s[3].shape[1])
     assert torch.allclose(f[:, -c32:], s[4].std((2, 3), unbiased=False), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_model_with_a_head_runs_in_half_precision(tiny_model_fresh, dtype):
+    from colorgan.pipeline import Colorizer
+
+    d = tiny_model_fresh.encoder.channels
+    adaptive = _with_head(tiny_model_fresh, torch.full((2 * d[4] + d[3],), 0.05), bias=0.1)
+    if dtype == torch.float16:
+        # fp16 matmuls need a GPU on some builds; the head itself is what is under test.
+        x = _l(b=2).to(dtype)
+        s = adaptive.to(dtype).encoder(x)
+        g = adaptive.gain_head(s[3], s[4])
+        assert g.dtype == torch.float32 and torch.isfinite(g).all()
+        return
+    c = Colorizer(adaptive, device="cpu", dtype=dtype)
+    rgb = np.random.default_rng(0).integers(0, 255, (40, 56), dtype=np.uint8)
+    out = c.colorize(rgb, render_size=64)
+    ref = Colorizer(_with_head(tiny_model_fresh, torch.full((2 * d[4] + d[3],), 0.05), bias=0.1), device="cpu").colorize(rgb, render_size=64)
+    assert out.shape == (40, 56, 3)
+    assert np.abs(out.astype(float) - ref.astype(float)).mean() < 3.0  # bf16 rounding only
 
 
 def test_ridge_recovers_a_linear_law_and_folds_the_standardisation_back():
@@ -136,6 +152,17 @@ def test_calibrate_cli_adaptive_fits_on_the_configs_training_photos(tmp_path, ti
     with pytest.raises(SystemExit) as e:
         calibrate.main(["--weights", str(tiny_weights), "--data", str(held), "--adaptive"])
     assert e.value.code == 2
+    # Fit options without --adaptive: a usage error too.
+    with pytest.raises(SystemExit) as e:
+        calibrate.main(["--weights", str(tiny_weights), "--data", str(held), "--fit-images", "10"])
+    assert e.value.code == 2
+    # A recipe whose data folder is missing: one clear line naming the recipe and the folder.
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[[data]]\npath = "{tmp_path / "nowhere"}"\n')
+    capsys.readouterr()
+    assert calibrate.main(["--weights", str(tiny_weights), "--data", str(held), "--adaptive", "--fit-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and "nowhere" in err and "Traceback" not in err
 
 
 def test_training_files_never_returns_a_held_out_photo(tmp_path):

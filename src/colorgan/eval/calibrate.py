@@ -34,7 +34,7 @@ import torch
 
 from colorgan import color
 
-__all__ = ["GainPoint", "chroma_gain_curve", "pick_gain", "main"]
+__all__ = ["GainPoint", "ProtocolPrediction", "protocol_predictions", "chroma_gain_curve", "pick_gain", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,48 @@ class GainPoint:
     cf_ratio: float  # mean CF of the outputs / mean CF of the truths
     delta_cf: float  # mean |CF(output) - CF(truth)|
     psnr: float  # mean PSNR (dB) against the truth rendered through Lab
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolPrediction:
+    """One colour photo under the 256 px protocol and the model's ab for it.
+
+    Attributes:
+        file: the photo.
+        L: ``(1, 1, size, size)`` L in [0, 100].
+        truth: ``(size, size, 3)`` sRGB in [0, 1], the photo rendered through Lab like the outputs.
+        ab: ``(1, 2, h, w)`` predicted ab (about [-110, 110]) at render resolution.
+    """
+
+    file: str
+    L: torch.Tensor
+    truth: np.ndarray
+    ab: torch.Tensor
+
+
+def protocol_predictions(colorizer: "object", files: Sequence[str | os.PathLike], *, size: int = 256, render_size: int = 256):
+    """Yield a :class:`ProtocolPrediction` per readable colour photo, one forward pass each.
+
+    As the evaluation report does, unreadable and greyscale truths are left out (a grey truth's
+    CF of 0 would pull a colourfulness target down); unreadable ones are logged.
+    """
+    from colorgan import io as cio
+    from colorgan.errors import ImageLoadError
+    from colorgan.eval.metrics import center_crop_resize
+    from colorgan.eval.report import ground_truth
+
+    for f in files:
+        try:
+            loaded = cio.load_image(f)
+        except ImageLoadError as e:
+            log.warning("skipped %s", e)
+            continue
+        if loaded.kind == "grey":
+            continue
+        lab, truth_t = ground_truth(center_crop_resize(loaded.rgb, size), protocol="full")
+        L = lab[:, :1]
+        ab = colorizer.predict_ab(L, render_size)  # type: ignore[attr-defined]
+        yield ProtocolPrediction(str(f), L, truth_t[0].permute(1, 2, 0).numpy(), ab)
 
 
 def chroma_gain_curve(
@@ -70,33 +112,17 @@ def chroma_gain_curve(
     Returns:
         One :class:`GainPoint` per gain, in the order given.
     """
-    from colorgan import io as cio
-    from colorgan.errors import ImageLoadError
-    from colorgan.eval.metrics import center_crop_resize, colourfulness, psnr
-    from colorgan.eval.report import ground_truth
+    from colorgan.eval.metrics import colourfulness, psnr
 
     cf_true: list[float] = []
     cf_pred: dict[float, list[float]] = {g: [] for g in gains}
     psnrs: dict[float, list[float]] = {g: [] for g in gains}
-    for f in files:
-        # As the evaluation report does: unreadable and greyscale truths are left out (a grey
-        # truth's CF of 0 would pull the target down).
-        try:
-            loaded = cio.load_image(f)
-        except ImageLoadError as e:
-            log.warning("skipped %s", e)
-            continue
-        if loaded.kind == "grey":
-            continue
-        lab, truth_t = ground_truth(center_crop_resize(loaded.rgb, size), protocol="full")
-        truth = truth_t[0].permute(1, 2, 0).numpy()
-        L = lab[:, :1]
-        ab = colorizer.predict_ab(L, render_size)  # type: ignore[attr-defined]
-        cf_true.append(colourfulness(truth))
+    for p in protocol_predictions(colorizer, files, size=size, render_size=render_size):
+        cf_true.append(colourfulness(p.truth))
         for g in gains:
-            out = color.merge_luminance(L, ab * g)[0].permute(1, 2, 0).numpy()
+            out = color.merge_luminance(p.L, p.ab * g)[0].permute(1, 2, 0).numpy()
             cf_pred[g].append(colourfulness(out))
-            psnrs[g].append(psnr(out, truth))
+            psnrs[g].append(psnr(out, p.truth))
     if not cf_true:
         raise ValueError("no photos to calibrate on")
     mean_true = float(np.mean(cf_true))
@@ -152,11 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write the curve as JSON here")
     p.add_argument("--adaptive", action="store_true", help="first fit a per-image gain head on training photos")
     p.add_argument("--fit-config", type=Path, default=None, help="training recipe whose [[data]] folders and hold-out rule give the fit's photos (--adaptive)")
-    p.add_argument("--fit-images", type=int_range(4, 1_000_000), default=1200, help="training photos for the fit (default 1200)")
-    p.add_argument("--fit-seed", type=int, default=0, help="which training photos (default 0)")
+    p.add_argument("--fit-images", type=int_range(4, 1_000_000), default=None, help="training photos for the fit (default 1200)")
+    p.add_argument("--fit-seed", type=int, default=None, help="which training photos (default 0)")
     args = p.parse_args(argv)
     if args.adaptive and args.fit_config is None:
         p.error("--adaptive needs --fit-config (the training recipe: its photos, never the held-out ones)")
+    if not args.adaptive and (args.fit_config, args.fit_images, args.fit_seed) != (None, None, None):
+        p.error("--fit-config, --fit-images and --fit-seed only apply with --adaptive")
+    args.fit_images = 1200 if args.fit_images is None else args.fit_images
+    args.fit_seed = 0 if args.fit_seed is None else args.fit_seed
     try:
         model = hub.load_model(args.weights, expect_kind="generator")
         if model.config.chroma_gain != 1.0:

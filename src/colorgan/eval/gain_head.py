@@ -10,12 +10,17 @@ form, on *training* photos; the network's weights do not change:
     python -m colorgan.eval.calibrate --weights W --data HELDOUT --adaptive \\
         --fit-config configs/default.toml --fit-images 1200 --gains 1.0 --out adaptive.safetensors
 
-Photos follow the 256 px protocol of the evaluation (short side 256, centre crop), so that the
-head sees the features it will see in the evaluation and in the default pipeline.
+Photos follow the 256 px protocol of the evaluation (short side 256, centre crop) at render size
+256, the default render size. The pooled features depend on the scale the encoder sees and, a
+little, on the framing, so the gain is most faithful at that render size: on the six example
+photos the head's gain for the full frame at render size 256 differs from that of its 256 px
+centre crop by up to 0.04, and from that of the full frame at render size 512 by up to 0.08 and
+at 1024 by up to 0.11 (the gains themselves span 0.92-1.17 there).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -57,13 +62,17 @@ class GainSamples:
 
 
 def without_gain_head(model: torch.nn.Module) -> torch.nn.Module:
-    """The same network with no gain head (the head is fitted against the plain network)."""
+    """A copy of the network with no gain head (the head is fitted against the plain network).
+
+    Always a copy, so that running it (eval mode, another device, channels-last) leaves the
+    caller's model as it was.
+    """
     from colorgan.models.generator import SAUNet
 
     if not isinstance(model, SAUNet):
         raise ValueError("only the ColorGAN generator (SAUNet) has a chroma gain head")
     if not model.config.adaptive_gain:
-        return model
+        return copy.deepcopy(model).eval()
     plain = SAUNet(dataclasses.replace(model.config, adaptive_gain=False))
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("gain_head.")})
     return plain.eval()
@@ -87,10 +96,8 @@ def collect_samples(
         device: where the network runs.
     """
     from colorgan import color
-    from colorgan import io as cio
-    from colorgan.errors import ImageLoadError
-    from colorgan.eval.metrics import center_crop_resize, colourfulness
-    from colorgan.eval.report import ground_truth
+    from colorgan.eval.calibrate import protocol_predictions
+    from colorgan.eval.metrics import colourfulness
     from colorgan.models.generator import ChromaGainHead
     from colorgan.pipeline import Colorizer
 
@@ -108,25 +115,15 @@ def collect_samples(
     used: list[str] = []
     hook = plain.encoder.register_forward_hook(grab)
     try:
-        for f in files:
-            try:
-                loaded = cio.load_image(f)
-            except ImageLoadError as e:
-                log.warning("skipped %s", e)
-                continue
-            if loaded.kind == "grey":
-                continue
-            lab, truth_t = ground_truth(center_crop_resize(loaded.rgb, size), protocol="full")
-            L = lab[:, :1]
-            seen.clear()
-            ab = colorizer.predict_ab(L, render_size)
+        # The hook has seen this photo's forward pass by the time its prediction is yielded.
+        for p in protocol_predictions(colorizer, files, size=size, render_size=render_size):
             if "f" not in seen or seen["f"].shape[0] != 1:
                 raise RuntimeError("the encoder was not run once per photo; cannot read its features")
-            out = color.merge_luminance(L, ab)[0].permute(1, 2, 0).numpy()
-            feats.append(seen["f"][0].numpy())
+            out = color.merge_luminance(p.L, p.ab)[0].permute(1, 2, 0).numpy()
+            feats.append(seen.pop("f")[0].numpy())
             cf_out.append(colourfulness(out))
-            cf_true.append(colourfulness(truth_t[0].permute(1, 2, 0).numpy()))
-            used.append(str(f))
+            cf_true.append(colourfulness(p.truth))
+            used.append(p.file)
     finally:
         hook.remove()
     if not used:
@@ -170,7 +167,7 @@ def _ridge(Xs: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, flo
 def fit_ridge(
     features: np.ndarray,
     target: np.ndarray,
-    alphas: Sequence[float] = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0),
+    alphas: Sequence[float] = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0),
     folds: int = 5,
     seed: int = 0,
 ) -> RidgeFit:
@@ -182,8 +179,9 @@ def fit_ridge(
     Args:
         features: ``(N, D)``.
         target: ``(N,)``.
-        alphas: candidate strengths (penalty ``alpha * N * |w|^2``).
-        folds: k (at most N).
+        alphas: candidate strengths (penalty ``alpha * N * |w|^2``), all > 0. A choice at either
+            end of the range is logged as a warning: the best strength may lie beyond it.
+        folds: k, at least 2 (at most N are used).
         seed: the fold assignment's seed.
     """
     X = np.asarray(features, dtype=np.float64)
@@ -193,6 +191,10 @@ def fit_ridge(
         raise ValueError(f"features must be (N, D) and target (N,); got {X.shape} and {y.shape}")
     if n < 4:
         raise ValueError(f"need at least 4 photos to fit a gain head, got {n}")
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+    if not alphas or min(alphas) <= 0:
+        raise ValueError(f"ridge strengths must be > 0, got {list(alphas)}")
     k = min(folds, n)
     fold = np.random.default_rng(seed).permutation(n) % k
 
@@ -212,6 +214,8 @@ def fit_ridge(
             w, b = _ridge(Xtr, y[tr], a)
             errors[a] += float(np.sum((y[te] - (Xte @ w + b)) ** 2))
     best = min(alphas, key=lambda a: errors[a])
+    if len(alphas) > 1 and best in (min(alphas), max(alphas)):
+        log.warning("gain head: the chosen ridge strength %g is at the end of the range searched", best)
     mu, sd = standardise(np.ones(n, dtype=bool))
     w, b = _ridge((X - mu) / sd, y, best)
     weight = w / sd
@@ -244,6 +248,8 @@ def training_files(config_path: str | os.PathLike | None, n: int, seed: int = 0)
     from colorgan.train.config import load_config
     from colorgan.train.data import holdout_split, scan_images
 
+    if config_path is not None and Path(config_path).is_dir():
+        raise ValueError(f"{config_path}: a folder, not a training recipe (.toml)")
     cfg = load_config(config_path)
     if not cfg.data:
         raise ValueError(f"{config_path}: no [[data]] folders")
@@ -251,7 +257,11 @@ def training_files(config_path: str | os.PathLike | None, n: int, seed: int = 0)
     rng = random.Random(seed)
     picked: list[Path] = []
     for src in cfg.data:
-        train, _ = holdout_split(scan_images(src.path), cfg.val.holdout_every)
+        try:
+            files = scan_images(src.path)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{config_path}: {e}") from None
+        train, _ = holdout_split(files, cfg.val.holdout_every)
         want = max(1, round(n * src.weight / total))
         if not train:
             log.warning("%s: no training photos", src.path)

@@ -10,6 +10,7 @@ predictions stay inside the ab range.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -120,8 +121,11 @@ class ChromaGainHead(nn.Module):
     standard deviation of the stride-32 map; a linear layer maps them to a log gain, clamped to
     [-log(max_gain), log(max_gain)]. Zero-initialised: gain 1, the plain network.
 
-    Shapes: ``s16 (B, c16, h, w), s32 (B, c32, h', w') -> (B, 1, 1, 1)`` gain in
+    Shapes: ``s16 (B, c16, h, w), s32 (B, c32, h', w') -> (B, 1, 1, 1)`` float32 gain in
     [1 / max_gain, max_gain].
+
+    The pooled features depend on the scale the encoder sees, so the head is fitted at one
+    render size (256, the default and recommended one) and is most faithful there.
     """
 
     max_gain = 2.0
@@ -142,8 +146,11 @@ class ChromaGainHead(nn.Module):
         return torch.cat([m32, s16.mean((2, 3)), sd32], dim=1)
 
     def forward(self, s16: torch.Tensor, s32: torch.Tensor) -> torch.Tensor:
-        bound = float(torch.log(torch.tensor(self.max_gain)))
-        z = self.linear(self.features(s16, s32)).clamp(-bound, bound)
+        bound = math.log(self.max_gain)
+        # In float32 whatever the model's dtype (bf16/fp16 inference): 737 weights cost nothing,
+        # and a sum over hundreds of pooled features is where half precision would drift.
+        w, b = self.linear.weight.float(), self.linear.bias.float()
+        z = nn.functional.linear(self.features(s16, s32), w, b).clamp(-bound, bound)
         return z.exp()[:, :, None, None]
 
 
@@ -157,7 +164,8 @@ class SAUNet(nn.Module):
         encoder_weights: an explicit path to the encoder's weights file.
 
     Shapes: ``(B, 1, H, W)`` L / 50 - 1 in [-1, 1] -> ``(B, 2, H, W)`` ab / 110 in
-    [-ab_bound, ab_bound] (times ``chroma_gain``). H and W must be multiples of 32 (the encoder's stride).
+    [-ab_bound, ab_bound], times the per-image gain of the gain head when there is one (0.5-2),
+    times ``chroma_gain``. H and W must be multiples of 32 (the encoder's stride).
     """
 
     stride = 32

@@ -25,7 +25,7 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -630,7 +630,16 @@ def run_training(
     generator = cfg.build_generator(pretrained=not cfg.init_generator)
     if cfg.init_generator:
         init = hub.load_model(cfg.init_generator, expect_kind=hub.kind_of(generator))
-        if init.config != gen_cfg:
+        init_cfg = init.config
+        if getattr(init_cfg, "adaptive_gain", False) or getattr(init_cfg, "chroma_gain", 1.0) != 1.0:
+            # Shipped weights are calibrated after training (global gain, gain head); training
+            # goes on from the network itself, at gain 1, and is calibrated afresh afterwards.
+            from colorgan.eval.gain_head import without_gain_head
+
+            log.info("%s: calibrated weights; training starts from its network without the calibration", cfg.init_generator)
+            init = without_gain_head(init)
+            init_cfg = replace(init.config, chroma_gain=1.0)
+        if init_cfg != gen_cfg:
             raise ValueError(f"{cfg.init_generator}: its architecture differs from the recipe's generator")
         generator.load_state_dict(init.state_dict())
     critic = Critic(crit_cfg)
