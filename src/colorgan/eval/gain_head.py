@@ -13,9 +13,9 @@ form, on *training* photos; the network's weights do not change:
 Photos follow the 256 px protocol of the evaluation (short side 256, centre crop) at render size
 256, the default render size. The pooled features depend on the scale the encoder sees and, a
 little, on the framing, so the gain is most faithful at that render size: on the six example
-photos the head's gain for the full frame at render size 256 differs from that of its 256 px
-centre crop by up to 0.04, and from that of the full frame at render size 512 by up to 0.08 and
-at 1024 by up to 0.11 (the gains themselves span 0.92-1.17 there).
+photos v0.5's head gives the full frame at render size 256 a gain that differs from that of its
+256 px centre crop by up to 0.04, and from that of the full frame at render size 512 by up to
+0.08 and at 1024 by up to 0.10 (the gains themselves span 0.91-1.14 there).
 """
 
 from __future__ import annotations
