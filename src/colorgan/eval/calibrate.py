@@ -208,19 +208,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{pt.gain:4.2f}  {pt.cf_ratio:8.3f}  {pt.delta_cf:5.2f}  {pt.psnr:6.2f}")
     best = pick_gain(curve, args.target)
     print(f"chosen gain {best.gain:.2f} (target CF ratio {args.target})")
+
+    def record(**choice: float) -> dict[str, object]:
+        # What the run found, for the JSON file and the weights' metadata alike.
+        return {"photos": len(files), "target": args.target, **choice, "curve": [dataclasses.asdict(c) for c in curve],
+                **({"gain_head": fit_record} if fit_record else {})}
+
     if args.json:
-        args.json.write_text(json.dumps({"photos": len(files), "target": args.target, "chosen": best.gain,
-                                         "curve": [dataclasses.asdict(c) for c in curve],
-                                         **({"gain_head": fit_record} if fit_record else {})}, indent=1))
+        args.json.write_text(json.dumps(record(chosen=best.gain), indent=1))
     if args.out:
         gain = model.config.chroma_gain * best.gain
         calibrated = type(model)(dataclasses.replace(model.config, chroma_gain=gain))
         calibrated.load_state_dict(model.state_dict())
         # Keep the training record and add the calibration's, so the file still says how it was made.
         extra = {k: v for k, v in hub.read_metadata(args.weights).items() if k == "training"}
-        extra["calibration"] = json.dumps({"photos": len(files), "target": args.target, "gain": gain,
-                                           "curve": [dataclasses.asdict(c) for c in curve],
-                                           **({"gain_head": fit_record} if fit_record else {})})
+        extra["calibration"] = json.dumps(record(gain=gain))
         hub.save_model(calibrated.eval(), args.out, dtype=torch.float16, extra=extra)
         print(f"wrote {args.out} (chroma_gain {gain:.3f})")
     return 0
