@@ -138,6 +138,38 @@ def test_grey_baseline_has_no_colour(full_run) -> None:
     assert 0 < results["models"]["mean"]["cf_ratio"]["mean"] < results["models"]["tiny"]["cf_ratio"]["mean"]
 
 
+def test_paired_differences_are_first_model_minus_each_other_photo_by_photo(full_run) -> None:
+    results, out = full_run
+    paired = results["paired"]
+    assert list(paired) == ["grey", "mean"]  # the first model ("tiny") against each other one
+    tiny = results["models"]["tiny"]["per_image"]
+    for other in ("grey", "mean"):
+        per = results["models"][other]["per_image"]
+        want = {
+            "psnr": np.mean([a["psnr"] - b["psnr"] for a, b in zip(tiny, per)]),
+            "ssim": np.mean([a["ssim"] - b["ssim"] for a, b in zip(tiny, per)]),
+            "delta_cf": np.mean([abs(a["cf"] - a["cf_true"]) - abs(b["cf"] - b["cf_true"]) for a, b in zip(tiny, per)]),
+        }
+        for key, value in want.items():
+            ci = paired[other][key]
+            assert ci["mean"] == pytest.approx(value, abs=1e-9), (other, key)
+            assert ci["lo"] <= ci["mean"] <= ci["hi"]
+    # Equal to the difference of the table's means, but its interval is the paired one.
+    assert paired["grey"]["delta_cf"]["mean"] == pytest.approx(
+        results["models"]["tiny"]["delta_cf"]["mean"] - results["models"]["grey"]["delta_cf"]["mean"], abs=1e-9)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["paired"]["mean"]["psnr"]["mean"] == pytest.approx(paired["mean"]["psnr"]["mean"])
+    report = (out / "report.md").read_text()
+    assert "Paired differences, tiny minus each other model" in report and "| grey | " in report.split("Paired")[1]
+
+
+def test_one_model_has_no_paired_table(photos, tmp_path) -> None:
+    cfg = EvalConfig(render_size=64, protocol="full", fid=False, n_boot=50, max_images=2)
+    results = evaluate_models({"grey": Colorizer(GreyModel(), name="grey")}, [photos], tmp_path, cfg, progress=False)
+    assert results["paired"] == {}
+    assert "Paired differences" not in (tmp_path / "report.md").read_text()
+
+
 def test_grey_psnr_equals_direct_computation(full_run, photos) -> None:
     results, _ = full_run
     per = results["models"]["grey"]["per_image"]

@@ -498,7 +498,43 @@ def _summarise(models, accs, gt_cf, gt_feats, cfg, n, fid_note, say) -> dict:
         out_models[name] = m
     if any(not math.isfinite(v) for a in accs.values() for v in a.psnr):
         notes.append(f"some predictions equal their ground truth exactly (PSNR inf); they enter PSNR means as {PSNR_INF_DB:g} dB")
-    return {"models": out_models, "ground_truth": {"cf": _ci(gt_cf, cfg)}, "notes": notes}
+    return {"models": out_models, "ground_truth": {"cf": _ci(gt_cf, cfg)}, "paired": _paired(accs, gt_cf, cfg),
+            "notes": notes}
+
+
+def _paired(accs: dict, gt_cf: Sequence[float], cfg: EvalConfig) -> dict:
+    """The first model minus each other one, photo by photo, with a paired bootstrap CI.
+
+    Two models' intervals in the main table overlap far more than their difference's interval
+    straddles 0, because most of each interval is which photos the set holds, and that is shared:
+    resampling the photos with both models' values together answers "is A better than B on such
+    photos" directly.
+
+    Returns:
+        ``{other: {"psnr" | "ssim" | "delta_cf": {"mean", "lo", "hi"}}}`` where each value is the
+        mean over photos of (first model's value - other's); for ``delta_cf`` the per-photo value
+        is ``|CF(pred) - CF(truth)|``, so a negative difference favours the first model. Empty
+        with fewer than two models.
+    """
+    names = list(accs)
+    if len(names) < 2:
+        return {}
+    t = np.asarray(gt_cf, dtype=np.float64)
+
+    def per_image(a) -> dict[str, np.ndarray]:
+        # inf PSNR (an exact prediction) is clipped as in the main table, so a difference stays finite.
+        return {
+            "psnr": np.clip(np.asarray(a.psnr, dtype=np.float64), -PSNR_INF_DB, PSNR_INF_DB),
+            "ssim": np.asarray(a.ssim, dtype=np.float64),
+            "delta_cf": np.abs(np.asarray(a.cf, dtype=np.float64) - t),
+        }
+
+    first = per_image(accs[names[0]])
+    out: dict = {}
+    for name in names[1:]:
+        other = per_image(accs[name])
+        out[name] = {k: _ci(first[k] - other[k], cfg) for k in first}
+    return out
 
 
 def _finite_or_none(v: float) -> float | None:
@@ -564,6 +600,22 @@ def _markdown(results: dict, outputs: dict) -> str:
             f"| {_fmt_ci(m['delta_cf'], 2)} | {_fmt_ci(m['cf_ratio'], 3)} | {_fmt_ci(m['auc'], 4)} | {fid} | {kid} |"
         )
     lines.append(f"| *{_GT}* | — | — | {_fmt_ci(results['ground_truth']['cf'], 2)} | — | 1 | — | — | — |")
+    paired = results.get("paired") or {}
+    if paired:
+        first = _md_escape(next(iter(results["models"])))
+        lines += [
+            "",
+            f"Paired differences, {first} minus each other model, photo by photo (mean with a bootstrap "
+            "95% interval that resamples the photos with both models' values together; an interval "
+            "that holds 0 is a tie):",
+            "",
+            "| Other model | PSNR (dB) | SSIM | ΔCF |",
+            "|---|---|---|---|",
+        ]
+        for name, d in paired.items():
+            lines.append(
+                f"| {_md_escape(name)} | {_fmt_ci(d['psnr'], 2)} | {_fmt_ci(d['ssim'], 4)} | {_fmt_ci(d['delta_cf'], 2)} |"
+            )
     lines += [
         "",
         "PSNR and SSIM are on sRGB against the ground truth rendered through Lab like the predictions. "
