@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 
 import numpy as np
@@ -378,6 +379,24 @@ def test_inception_missing_path_raises(tmp_path) -> None:
 # ----------------------------------------------------------------------------- chroma-gain calibration
 
 
+def test_pick_gain_with_a_psnr_floor_takes_the_lowest_delta_cf_inside_the_band():
+    from colorgan.eval.calibrate import GainPoint, pick_gain
+
+    curve = [
+        GainPoint(gain=0.9, cf_ratio=0.75, delta_cf=17.0, psnr=22.8),
+        GainPoint(gain=1.0, cf_ratio=0.83, delta_cf=15.6, psnr=22.6),
+        GainPoint(gain=1.1, cf_ratio=0.86, delta_cf=15.3, psnr=22.4),
+        GainPoint(gain=1.2, cf_ratio=0.90, delta_cf=15.1, psnr=22.2),  # lowest dCF, below the floor
+        GainPoint(gain=1.3, cf_ratio=1.20, delta_cf=14.0, psnr=22.9),  # above the band (garish)
+    ]
+    assert pick_gain(curve, 0.8).gain == 1.0  # without a floor: the smallest gain reaching 0.8
+    assert pick_gain(curve, 0.8, min_psnr=22.3).gain == 1.1
+    assert pick_gain(curve, 0.8, min_psnr=22.1).gain == 1.2
+    assert pick_gain(curve, 0.8, min_psnr=22.1, max_ratio=1.3).gain == 1.3
+    assert pick_gain(curve, 0.8, min_psnr=23.0).gain == 1.0  # nothing qualifies: the first rule
+    assert pick_gain(list(reversed(curve)), 0.8, min_psnr=22.3).gain == 1.1  # order does not matter
+
+
 def test_chroma_gain_calibration_scales_ab_and_is_picked_on_held_out_photos(tmp_path, tiny_weights):
     from PIL import Image
 
@@ -405,6 +424,13 @@ def test_chroma_gain_calibration_scales_ab_and_is_picked_on_held_out_photos(tmp_
     m0, m1 = hub.load_model(tiny_weights), hub.load_model(out)
     assert m1.config.chroma_gain == 1.5 and m0.config.chroma_gain == 1.0
     assert "calibration" in hub.read_metadata(out)
+    rec = tmp_path / "cal.json"
+    assert calibrate.main(["--weights", str(tiny_weights), "--data", str(d), "--gains", "1.0,1.5",
+                           "--target", "0", "--min-psnr", "-100", "--json", str(rec)]) == 0
+    saved = json.loads(rec.read_text())
+    in_band = [p for p in saved["curve"] if p["cf_ratio"] <= 1.15]
+    assert in_band  # the tiny model's colour is mild: the test checks the choice, not the fallback
+    assert saved["chosen"] == min(in_band, key=lambda p: p["delta_cf"])["gain"] and saved["min_psnr"] == -100 and saved["max_ratio"] == 1.15
     x = torch.rand(1, 1, 64, 64) * 2 - 1
     with torch.no_grad():
         # fp16 storage of the calibrated file: equal within half precision.

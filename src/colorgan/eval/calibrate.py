@@ -13,6 +13,8 @@ For each photo (256 px protocol: short side 256, centre crop) the model predicts
 each candidate gain g the output ``Lab(L, g * ab)`` is rendered (gamut-clipped as always) and
 compared with the truth. The chosen gain is the smallest whose mean colourfulness (Hasler and
 Suesstrunk) reaches ``target`` times the truth's, the same ratio the evaluation report shows.
+With ``--min-psnr DB`` it is instead the gain with the lowest mean |CF(output) - CF(truth)| among
+those whose CF ratio is between ``target`` and 1.15 and whose PSNR is at least DB.
 
 With ``--adaptive`` a per-image gain head is first fitted on *training* photos
 (:mod:`colorgan.eval.gain_head`), and the curve is that of global gains on top of it.
@@ -37,6 +39,10 @@ from colorgan import color
 __all__ = ["GainPoint", "ProtocolPrediction", "protocol_predictions", "chroma_gain_curve", "pick_gain", "main"]
 
 log = logging.getLogger(__name__)
+
+# The upper end of the CF ratio a colouriser should land in (the default model's acceptance band
+# is 0.80-1.15 of the truth's mean colourfulness): above it colours read as garish.
+MAX_CF_RATIO = 1.15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,9 +143,24 @@ def chroma_gain_curve(
     ]
 
 
-def pick_gain(curve: Sequence[GainPoint], target: float) -> GainPoint:
-    """The point with the smallest gain whose CF ratio reaches ``target``; the last point if none does."""
+def pick_gain(
+    curve: Sequence[GainPoint], target: float, *, min_psnr: float | None = None, max_ratio: float = MAX_CF_RATIO
+) -> GainPoint:
+    """Choose a gain from a calibration curve.
+
+    Without ``min_psnr``: the point with the smallest gain whose CF ratio reaches ``target`` (the
+    last point if none does), i.e. as little extra colour as reaches the target.
+
+    With ``min_psnr``: the point with the lowest delta-CF among those whose CF ratio lies in
+    ``[target, max_ratio]`` and whose PSNR is at least ``min_psnr`` dB, i.e. the gain that best
+    matches each photo's colourfulness without giving up more than the PSNR floor allows. If no
+    point qualifies, the rule above decides (and :func:`main` says so).
+    """
     ordered = sorted(curve, key=lambda p: p.gain)
+    if min_psnr is not None:
+        ok = [p for p in ordered if target <= p.cf_ratio <= max_ratio and p.psnr >= min_psnr]
+        if ok:
+            return min(ok, key=lambda p: p.delta_cf)
     for p in ordered:
         if p.cf_ratio >= target:
             return p
@@ -173,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--weights", required=True, type=Path, help="generator weights (.safetensors) trained with gain 1")
     p.add_argument("--data", required=True, action="append", type=Path, help="held-out colour photos (never the eval set)")
     p.add_argument("--target", type=float, default=0.95, help="CF ratio to reach (default 0.95)")
+    p.add_argument("--min-psnr", type=float, default=None, metavar="DB",
+                   help="choose instead the lowest delta-CF among gains whose CF ratio is in [target, "
+                        f"{MAX_CF_RATIO}] and whose PSNR is at least DB")
     p.add_argument("--gains", default="1.0,1.1,1.2,1.3,1.4,1.5,1.6,1.7,1.8", help="comma-separated candidates")
     p.add_argument("--out", type=Path, default=None, help="write the calibrated weights here (fp16)")
     p.add_argument("--json", type=Path, default=None, help="write the curve as JSON here")
@@ -206,13 +230,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("gain  CF ratio  dCF    PSNR")
     for pt in curve:
         print(f"{pt.gain:4.2f}  {pt.cf_ratio:8.3f}  {pt.delta_cf:5.2f}  {pt.psnr:6.2f}")
-    best = pick_gain(curve, args.target)
-    print(f"chosen gain {best.gain:.2f} (target CF ratio {args.target})")
+    best = pick_gain(curve, args.target, min_psnr=args.min_psnr)
+    if args.min_psnr is None:
+        print(f"chosen gain {best.gain:.2f} (target CF ratio {args.target})")
+    elif args.target <= best.cf_ratio <= MAX_CF_RATIO and best.psnr >= args.min_psnr:
+        print(f"chosen gain {best.gain:.2f} (lowest dCF with CF ratio in [{args.target}, {MAX_CF_RATIO}] "
+              f"and PSNR >= {args.min_psnr} dB)")
+    else:
+        print(f"note: no gain has CF ratio in [{args.target}, {MAX_CF_RATIO}] and PSNR >= {args.min_psnr} dB; "
+              f"chosen gain {best.gain:.2f} (the smallest reaching CF ratio {args.target})")
 
     def record(**choice: float) -> dict[str, object]:
         # What the run found, for the JSON file and the weights' metadata alike.
-        return {"photos": len(files), "target": args.target, **choice, "curve": [dataclasses.asdict(c) for c in curve],
-                **({"gain_head": fit_record} if fit_record else {})}
+        rule = {} if args.min_psnr is None else {"min_psnr": args.min_psnr, "max_ratio": MAX_CF_RATIO}
+        return {"photos": len(files), "target": args.target, **rule, **choice,
+                "curve": [dataclasses.asdict(c) for c in curve], **({"gain_head": fit_record} if fit_record else {})}
 
     if args.json:
         args.json.write_text(json.dumps(record(chosen=best.gain), indent=1))
