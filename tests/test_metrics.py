@@ -380,9 +380,10 @@ def test_inception_missing_path_raises(tmp_path) -> None:
 
 
 def test_pick_gain_with_a_psnr_floor_takes_the_lowest_delta_cf_inside_the_band():
-    from colorgan.eval.calibrate import GainPoint, pick_gain
+    from colorgan.eval.calibrate import GainPoint, choose_gain, pick_gain
 
     curve = [
+        GainPoint(gain=0.8, cf_ratio=0.70, delta_cf=14.5, psnr=23.0),  # lowest dCF, below the band
         GainPoint(gain=0.9, cf_ratio=0.75, delta_cf=17.0, psnr=22.8),
         GainPoint(gain=1.0, cf_ratio=0.83, delta_cf=15.6, psnr=22.6),
         GainPoint(gain=1.1, cf_ratio=0.86, delta_cf=15.3, psnr=22.4),
@@ -395,6 +396,46 @@ def test_pick_gain_with_a_psnr_floor_takes_the_lowest_delta_cf_inside_the_band()
     assert pick_gain(curve, 0.8, min_psnr=22.1, max_ratio=1.3).gain == 1.3
     assert pick_gain(curve, 0.8, min_psnr=23.0).gain == 1.0  # nothing qualifies: the first rule
     assert pick_gain(list(reversed(curve)), 0.8, min_psnr=22.3).gain == 1.1  # order does not matter
+    assert pick_gain(curve, 0.8, min_psnr=22.4).gain == 1.1  # the floor and the band's ends are inclusive
+    assert pick_gain(curve, 0.8, min_psnr=22.1, max_ratio=0.90).gain == 1.2
+    assert choose_gain(curve, 0.8, min_psnr=22.3) == (curve[3], "min_dcf")
+    assert choose_gain(curve, 0.8, min_psnr=30.0) == (curve[2], "target")
+    assert choose_gain(curve, 5.0) == (curve[-1], "unreached")
+    with pytest.raises(ValueError, match="empty"):
+        choose_gain([], 0.8)
+
+
+def test_calibrate_cli_says_which_rule_chose_the_gain_and_rejects_bad_options(tmp_path, tiny_weights, capsys):
+    from PIL import Image
+
+    from colorgan.eval import calibrate
+
+    d = tmp_path / "heldout"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        img = np.clip(rng.normal(0.5, 0.15, (40, 48, 3)) * np.array([1.1, 0.8, 0.5]), 0, 1)
+        Image.fromarray((img * 255).astype(np.uint8)).save(d / f"p{i}.png")
+    base = ["--weights", str(tiny_weights), "--data", str(d), "--gains", "0.5,1.0"]
+    rec = tmp_path / "r.json"
+    assert calibrate.main(base + ["--target", "0", "--json", str(rec)]) == 0
+    out = capsys.readouterr()
+    assert "chosen gain 0.50: the smallest gain reaching CF ratio 0.0" in out.out and "warning" not in out.err
+    assert json.loads(rec.read_text())["rule"] == "target"
+    assert calibrate.main(base + ["--target", "0", "--min-psnr", "1000", "--json", str(rec)]) == 0
+    out = capsys.readouterr()
+    assert "falling back to the smallest gain reaching the target" in out.err  # a floor nothing meets
+    saved = json.loads(rec.read_text())
+    assert saved["rule"] == "target" and saved["min_psnr"] == 1000 and saved["chosen"] == 0.5
+    assert calibrate.main(base + ["--target", "100", "--json", str(rec)]) == 0
+    assert "no gain reaches CF ratio 100.0, so the largest" in capsys.readouterr().out
+    assert json.loads(rec.read_text())["rule"] == "unreached"
+    for bad in (["--min-psnr", "nan"], ["--min-psnr", "inf"], ["--min-psnr", "20", "--target", "1.2"],
+                ["--gains", "0,1"], ["--gains", "1,x"], ["--gains", "-1"]):
+        with pytest.raises(SystemExit) as e:
+            calibrate.main(["--weights", str(tiny_weights), "--data", str(d), *bad])
+        assert e.value.code == 2, bad
+    capsys.readouterr()
 
 
 def test_chroma_gain_calibration_scales_ab_and_is_picked_on_held_out_photos(tmp_path, tiny_weights):

@@ -15,7 +15,7 @@ from PIL import Image
 from colorgan import color
 from colorgan.errors import ColorGANError
 from colorgan.eval.cli import add_evaluate_parser
-from colorgan.eval.metrics import center_crop_resize, colourfulness, psnr, ssim
+from colorgan.eval.metrics import bootstrap_ci, center_crop_resize, colourfulness, psnr, ssim
 from colorgan.eval.report import EvalConfig, EvaluationError, evaluate_models, load_eval_models
 from colorgan.models.baselines import GreyModel, MeanChromaConfig, MeanChromaModel
 from colorgan.pipeline import Colorizer
@@ -154,6 +154,10 @@ def test_paired_differences_are_first_model_minus_each_other_photo_by_photo(full
             ci = paired[other][key]
             assert ci["mean"] == pytest.approx(value, abs=1e-9), (other, key)
             assert ci["lo"] <= ci["mean"] <= ci["hi"]
+        # The interval is the bootstrap of the per-photo differences (paired), not of each model alone.
+        diffs = [abs(a["cf"] - a["cf_true"]) - abs(b["cf"] - b["cf_true"]) for a, b in zip(tiny, per)]
+        est, lo, hi = bootstrap_ci(diffs, n_boot=200)
+        assert (paired[other]["delta_cf"]["lo"], paired[other]["delta_cf"]["hi"]) == pytest.approx((lo, hi), abs=1e-9)
     # Equal to the difference of the table's means, but its interval is the paired one.
     assert paired["grey"]["delta_cf"]["mean"] == pytest.approx(
         results["models"]["tiny"]["delta_cf"]["mean"] - results["models"]["grey"]["delta_cf"]["mean"], abs=1e-9)

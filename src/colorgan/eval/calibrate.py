@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ import torch
 
 from colorgan import color
 
-__all__ = ["GainPoint", "ProtocolPrediction", "protocol_predictions", "chroma_gain_curve", "pick_gain", "main"]
+__all__ = ["GainPoint", "ProtocolPrediction", "protocol_predictions", "chroma_gain_curve", "choose_gain", "pick_gain", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -143,28 +144,41 @@ def chroma_gain_curve(
     ]
 
 
-def pick_gain(
+def choose_gain(
     curve: Sequence[GainPoint], target: float, *, min_psnr: float | None = None, max_ratio: float = MAX_CF_RATIO
-) -> GainPoint:
-    """Choose a gain from a calibration curve.
+) -> tuple[GainPoint, str]:
+    """Choose a gain from a calibration curve, and say which rule chose it.
 
-    Without ``min_psnr``: the point with the smallest gain whose CF ratio reaches ``target`` (the
-    last point if none does), i.e. as little extra colour as reaches the target.
+    Without ``min_psnr``: the point with the smallest gain whose CF ratio reaches ``target``
+    (rule ``"target"``), i.e. as little extra colour as reaches the target; the largest gain if
+    none does (``"unreached"``).
 
     With ``min_psnr``: the point with the lowest delta-CF among those whose CF ratio lies in
-    ``[target, max_ratio]`` and whose PSNR is at least ``min_psnr`` dB, i.e. the gain that best
-    matches each photo's colourfulness without giving up more than the PSNR floor allows. If no
-    point qualifies, the rule above decides (and :func:`main` says so).
+    ``[target, max_ratio]`` and whose PSNR is at least ``min_psnr`` dB (``"min_dcf"``), i.e. the
+    gain that best matches each photo's colourfulness without giving up more than the PSNR floor
+    allows. If no point qualifies, the rule above decides.
+
+    Raises:
+        ValueError: an empty curve.
     """
+    if not curve:
+        raise ValueError("the calibration curve is empty")
     ordered = sorted(curve, key=lambda p: p.gain)
     if min_psnr is not None:
         ok = [p for p in ordered if target <= p.cf_ratio <= max_ratio and p.psnr >= min_psnr]
         if ok:
-            return min(ok, key=lambda p: p.delta_cf)
+            return min(ok, key=lambda p: p.delta_cf), "min_dcf"
     for p in ordered:
         if p.cf_ratio >= target:
-            return p
-    return ordered[-1]
+            return p, "target"
+    return ordered[-1], "unreached"
+
+
+def pick_gain(
+    curve: Sequence[GainPoint], target: float, *, min_psnr: float | None = None, max_ratio: float = MAX_CF_RATIO
+) -> GainPoint:
+    """The point :func:`choose_gain` chooses."""
+    return choose_gain(curve, target, min_psnr=min_psnr, max_ratio=max_ratio)[0]
 
 
 def _fit_head(model: torch.nn.Module, args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, object]]:
@@ -209,6 +223,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--adaptive needs --fit-config (the training recipe: its photos, never the held-out ones)")
     if not args.adaptive and (args.fit_config, args.fit_images, args.fit_seed) != (None, None, None):
         p.error("--fit-config, --fit-images and --fit-seed only apply with --adaptive")
+    if args.min_psnr is not None and not math.isfinite(args.min_psnr):
+        p.error(f"--min-psnr must be a finite number of dB, got {args.min_psnr}")
+    if args.min_psnr is not None and args.target > MAX_CF_RATIO:
+        p.error(f"with --min-psnr the band is [--target, {MAX_CF_RATIO}]: --target {args.target} leaves it empty")
+    try:
+        gains = [float(g) for g in args.gains.split(",")]
+    except ValueError:
+        p.error(f"--gains must be comma-separated numbers, got {args.gains!r}")
+    if not all(math.isfinite(g) and g > 0 for g in gains):
+        p.error(f"--gains must be positive finite numbers, got {args.gains!r}")
     args.fit_images = 1200 if args.fit_images is None else args.fit_images
     args.fit_seed = 0 if args.fit_seed is None else args.fit_seed
     try:
@@ -216,7 +240,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if model.config.chroma_gain != 1.0:
             print(f"note: {args.weights} already has chroma_gain {model.config.chroma_gain}; gains are relative to it", file=sys.stderr)
         files = [f for f, _ in cio.iter_image_files(args.data)]
-        gains = [float(g) for g in args.gains.split(",")]
         fit_record: dict[str, object] = {}
         if args.adaptive:
             model, fit_record = _fit_head(model, args)
@@ -230,20 +253,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("gain  CF ratio  dCF    PSNR")
     for pt in curve:
         print(f"{pt.gain:4.2f}  {pt.cf_ratio:8.3f}  {pt.delta_cf:5.2f}  {pt.psnr:6.2f}")
-    best = pick_gain(curve, args.target, min_psnr=args.min_psnr)
-    if args.min_psnr is None:
-        print(f"chosen gain {best.gain:.2f} (target CF ratio {args.target})")
-    elif args.target <= best.cf_ratio <= MAX_CF_RATIO and best.psnr >= args.min_psnr:
-        print(f"chosen gain {best.gain:.2f} (lowest dCF with CF ratio in [{args.target}, {MAX_CF_RATIO}] "
-              f"and PSNR >= {args.min_psnr} dB)")
-    else:
-        print(f"note: no gain has CF ratio in [{args.target}, {MAX_CF_RATIO}] and PSNR >= {args.min_psnr} dB; "
-              f"chosen gain {best.gain:.2f} (the smallest reaching CF ratio {args.target})")
+    best, rule = choose_gain(curve, args.target, min_psnr=args.min_psnr)
+    if args.min_psnr is not None and rule != "min_dcf":
+        print(f"warning: no gain has CF ratio in [{args.target}, {MAX_CF_RATIO}] and PSNR >= {args.min_psnr} dB; "
+              "falling back to the smallest gain reaching the target", file=sys.stderr)
+    why = {
+        "min_dcf": f"the lowest dCF with CF ratio in [{args.target}, {MAX_CF_RATIO}] and PSNR >= {args.min_psnr} dB",
+        "target": f"the smallest gain reaching CF ratio {args.target}",
+        "unreached": f"no gain reaches CF ratio {args.target}, so the largest",
+    }[rule]
+    print(f"chosen gain {best.gain:.2f}: {why} (CF ratio {best.cf_ratio:.3f}, dCF {best.delta_cf:.2f}, "
+          f"PSNR {best.psnr:.2f} dB)")
+    if best.cf_ratio > MAX_CF_RATIO:
+        print(f"warning: the chosen gain's CF ratio {best.cf_ratio:.3f} is above {MAX_CF_RATIO} (garish)", file=sys.stderr)
 
     def record(**choice: float) -> dict[str, object]:
         # What the run found, for the JSON file and the weights' metadata alike.
-        rule = {} if args.min_psnr is None else {"min_psnr": args.min_psnr, "max_ratio": MAX_CF_RATIO}
-        return {"photos": len(files), "target": args.target, **rule, **choice,
+        floor = {} if args.min_psnr is None else {"min_psnr": args.min_psnr, "max_ratio": MAX_CF_RATIO}
+        return {"photos": len(files), "target": args.target, **floor, "rule": rule, **choice,
                 "curve": [dataclasses.asdict(c) for c in curve], **({"gain_head": fit_record} if fit_record else {})}
 
     if args.json:

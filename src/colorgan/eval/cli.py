@@ -27,8 +27,9 @@ def add_evaluate_parser(sub) -> None:
         "evaluate",
         help="compare colourisers on colour photos (PSNR, SSIM, colourfulness, AuC, FID)",
         description="Give each model the luminance of ground-truth colour photos and compare its colours with "
-        "the truth. Writes report.md (a table with bootstrap 95% confidence intervals), results.json (every "
-        "number, per image too), grid.png and ab_hist.png into REPORTDIR.",
+        "the truth. Writes report.md (a table with bootstrap 95% confidence intervals, then the first model "
+        "minus each other one with paired intervals), results.json (every number, per image too), grid.png "
+        "and ab_hist.png into REPORTDIR.",
     )
     e.add_argument(
         "--models",
@@ -36,7 +37,8 @@ def add_evaluate_parser(sub) -> None:
         required=True,
         metavar="M1,M2,...",
         help="comma-separated: a shipped model name (default), a .safetensors weights file, "
-        "'grey' (no colour) or 'mean' (the mean chroma of --mean-from); repeatable",
+        "'grey' (no colour) or 'mean' (the mean chroma of --mean-from); repeatable. The first is compared "
+        "with each other one in the paired table",
     )
     e.add_argument("--data", action="append", required=True, type=Path, metavar="DIR", help="folder (or file) of ground-truth colour photos; repeatable")
     e.add_argument("--out", required=True, type=Path, metavar="REPORTDIR", help="the report folder")

@@ -9,7 +9,9 @@ output is compared with the ground truth:
 * per model: the mean of each with a bootstrap 95% confidence interval, delta-CF (mean
   ``|CF_pred - CF_true|``), the CF ratio (mean CF_pred / mean CF_true; 1 = as colourful as the
   photos, 0 = grey), and FID (plus KID for sets under 2000 images) between the Inception features
-  of the predictions and of the ground truths.
+  of the predictions and of the ground truths;
+* between models: the first model minus each other one, photo by photo (PSNR, SSIM and per-image
+  ``|CF_pred - CF_true|``), with a paired bootstrap interval.
 
 Protocols: ``"256"`` (the literature's: short side resized to 256 and centre-cropped to 256 x 256
 before anything else) or ``"full"`` (the photos at full resolution).
@@ -607,9 +609,10 @@ def _markdown(results: dict, outputs: dict) -> str:
             "",
             f"Paired differences, {first} minus each other model, photo by photo (mean with a bootstrap "
             "95% interval that resamples the photos with both models' values together; an interval "
-            "that holds 0 is a tie):",
+            "that holds 0 shows no significant difference at 95%). Positive PSNR and SSIM favour "
+            f"{first}, negative ΔCF favours {first}:",
             "",
-            "| Other model | PSNR (dB) | SSIM | ΔCF |",
+            "| Other model | PSNR (dB), + favours first | SSIM, + favours first | ΔCF, − favours first |",
             "|---|---|---|---|",
         ]
         for name, d in paired.items():
