@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny, seeded generator saved through the hub (no pretrained weights needed)."""
+"""Shared fixtures: a tiny, seeded generator saved through the hub (no pretrained weights needed),
+and small tinted noise photos to run it on."""
 
 from __future__ import annotations
 
@@ -37,3 +38,26 @@ def tiny_colorizer(tiny_weights):
     from colorgan.pipeline import Colorizer
 
     return Colorizer.from_pretrained(tiny_weights, device="cpu")
+
+
+def write_tinted_photos(
+    folder: Path, n: int, *, seed: int = 0, size: tuple[int, int] = (40, 48), tint=(1.1, 0.8, 0.5), sd: float = 0.15
+) -> list[Path]:
+    """Write ``n`` PNG photos of grey-ish noise times an RGB ``tint`` into ``folder`` (created).
+
+    Args:
+        size: ``(height, width)``.
+        tint: RGB multipliers, so the photos have a colour a model can be scored against.
+
+    Returns:
+        The files, sorted.
+    """
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = np.clip(rng.normal(0.5, sd, (*size, 3)) * np.asarray(tint), 0, 1)
+        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    return sorted(folder.iterdir())

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from colorgan import color
 from colorgan.models.cic import CICConfig, CICModel, ab_bins
@@ -221,12 +220,10 @@ def test_baseline_recipe_trains_with_its_own_loss_and_exports(tmp_path, method):
     from colorgan.train.config import load_config
     from colorgan.train.stages import run_training
 
+    from conftest import write_tinted_photos
+
     d = tmp_path / "photos"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        img = np.clip(rng.normal(0.5, 0.2, (48, 56, 3)) * np.array([1.0, 0.6, 0.3]), 0, 1)
-        Image.fromarray((img * 255).astype(np.uint8)).save(d / f"p{i}.png")
+    write_tinted_photos(d, 8, size=(48, 56), tint=(1.0, 0.6, 0.3), sd=0.2)
     cfg = load_config(ROOT / "configs" / "tiny.toml", [f"method={json.dumps(method)}", f'data=[{{path="{d}"}}]'])
     out = run_training(cfg, tmp_path / "run", progress=False)
     done = json.loads((tmp_path / "run" / "progress.json").read_text())["done"]

@@ -406,16 +406,12 @@ def test_pick_gain_with_a_psnr_floor_takes_the_lowest_delta_cf_inside_the_band()
 
 
 def test_calibrate_cli_says_which_rule_chose_the_gain_and_rejects_bad_options(tmp_path, tiny_weights, capsys):
-    from PIL import Image
+    from conftest import write_tinted_photos
 
     from colorgan.eval import calibrate
 
     d = tmp_path / "heldout"
-    d.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(2):
-        img = np.clip(rng.normal(0.5, 0.15, (40, 48, 3)) * np.array([1.1, 0.8, 0.5]), 0, 1)
-        Image.fromarray((img * 255).astype(np.uint8)).save(d / f"p{i}.png")
+    write_tinted_photos(d, 2, seed=1)
     base = ["--weights", str(tiny_weights), "--data", str(d), "--gains", "0.5,1.0"]
     rec = tmp_path / "r.json"
     assert calibrate.main(base + ["--target", "0", "--json", str(rec)]) == 0
@@ -439,19 +435,14 @@ def test_calibrate_cli_says_which_rule_chose_the_gain_and_rejects_bad_options(tm
 
 
 def test_chroma_gain_calibration_scales_ab_and_is_picked_on_held_out_photos(tmp_path, tiny_weights):
-    from PIL import Image
+    from conftest import write_tinted_photos
 
     from colorgan.eval import calibrate
     from colorgan.models import hub
     from colorgan.pipeline import Colorizer
 
-    rng = np.random.default_rng(0)
     d = tmp_path / "heldout"
-    d.mkdir()
-    for i in range(3):
-        img = np.clip(rng.normal(0.5, 0.15, (40, 48, 3)) * np.array([1.1, 0.8, 0.5]), 0, 1)
-        Image.fromarray((img * 255).astype(np.uint8)).save(d / f"p{i}.png")
-    files = sorted(d.iterdir())
+    files = write_tinted_photos(d, 3)
     c = Colorizer.from_pretrained(tiny_weights)
     curve = calibrate.chroma_gain_curve(c, files, [1.0, 1.5, 2.0], size=64, render_size=64)
     ratios = [p.cf_ratio for p in curve]
