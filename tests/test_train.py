@@ -216,9 +216,9 @@ def test_chroma_and_cf_losses_train_and_are_logged_and_calibrated_weights_can_st
     g = hub.load_model(out)
     d = g.config.simple_channels
     fit = RidgeFit(weight=np.full(2 * d[4] + d[3], 0.01), bias=0.2, alpha=1.0, cv_mse=0.0, cv_mse_mean=0.0)
-    cal = with_gain_head(g, fit)
-    cal = type(cal)(dataclasses.replace(cal.config, chroma_gain=1.3)).eval()
-    cal.load_state_dict(with_gain_head(g, fit).state_dict())
+    headed = with_gain_head(g, fit)
+    cal = type(headed)(dataclasses.replace(headed.config, chroma_gain=1.3)).eval()
+    cal.load_state_dict(headed.state_dict())
     hub.save_model(cal, tmp_path / "cal.safetensors")
     over2 = [f'data=[{{path="{photo_dir}"}}]', "cycles=0", f'init_generator="{tmp_path / "cal.safetensors"}"', "pretrain_g.steps=2"]
     out2 = run_training(load_config(TINY, over2), tmp_path / "run2", progress=False)
