@@ -33,6 +33,7 @@ from torch.nn.utils import parametrize
 
 from colorgan import color
 from colorgan.errors import OutOfMemoryError
+from colorgan.limits import MAX_RENDER_SIZE, MIN_RENDER_SIZE
 
 __all__ = [
     "Colorizer",
@@ -47,8 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MIN_RENDER_SIZE = 64
-MAX_RENDER_SIZE = 2048
 #: Who runs the network: PyTorch, or ONNX Runtime on an exported ``.onnx`` file.
 BACKENDS = ("auto", "torch", "onnx")
 
