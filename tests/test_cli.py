@@ -98,23 +98,51 @@ def test_compare_writes_side_by_side(tmp_path, tiny_weights, capsys):
     assert Image.open(tmp_path / "out" / "p.png").size == (40, 32)
 
 
-def test_refuses_to_write_over_its_input(tmp_path, tiny_weights, capsys):
-    src = _photo(tmp_path / "photos" / "p.png")
-    before = src.read_bytes()
-    code, err = _run(["colorize", tmp_path / "photos", "-o", tmp_path / "photos", "--weights", tiny_weights, "--overwrite", "-q"], capsys)
-    assert code == 1
-    assert "input" in err and "p.png" in err
-    assert src.read_bytes() == before
+@pytest.mark.parametrize("extra", [[], ["--overwrite"], ["--format", "png", "--compare"]])
+def test_output_folder_equal_to_an_input_folder_is_refused(tmp_path, tiny_weights, capsys, monkeypatch, extra):
+    # Without --overwrite this used to skip every photo as "already done" and exit 0.
+    _photo(tmp_path / "photos" / "p.png")
+    _photo(tmp_path / "photos" / "q.jpg", seed=1)
+    before = _hashes(tmp_path / "photos")
+    monkeypatch.chdir(tmp_path)
+    # The same folder spelled differently ("photos" and "./photos/") is still the same folder.
+    code, err = _run(["colorize", "photos", "-o", "./photos/", "--weights", tiny_weights, "-q", *extra], capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("colorgan: error: ") and "input folder" in lines[0], err
+    assert _hashes(tmp_path / "photos") == before  # same bytes, and nothing added
+
+
+def test_output_path_equal_to_an_input_file_is_refused(tmp_path, tiny_weights, capsys):
+    # A file named on the command line can sit where another input's output would go.
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    _photo(photos / "p.png")
+    done = _photo(out / "p.png", seed=1)
+    before = done.read_bytes()
+    code, err = _run(["colorize", photos, done, "-o", out, "--weights", tiny_weights, "--overwrite", "-q"], capsys)
+    assert code == 2, err
+    assert err.count("\n") == 1 and "would overwrite this input" in err and "p.png" in err, err
+    assert done.read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["p.png"]
+    # Another format takes the output off the input: allowed.
+    code, err = _run(["colorize", done, "-o", out, "--format", "jpg", "--weights", tiny_weights, "--render-size", "64", "-q"], capsys)
+    assert code == 0, err
+    assert done.read_bytes() == before and (out / "p.jpg").is_file()
 
 
 def test_output_inside_input_folder_is_not_read_back(tmp_path, tiny_weights, capsys):
+    # Allowed (README): OUTDIR is left out of the walk, so re-runs never colourise earlier outputs.
     src = tmp_path / "photos"
     _photo(src / "p.png")
-    args = ["colorize", src, "-o", src / "colour", "--weights", tiny_weights, "--render-size", "64", "-q"]
+    before = _hashes(src)
+    args = ["colorize", src, "-o", src / "colour", "--weights", tiny_weights, "--render-size", "64", "--compare", "-q"]
     assert _run(args, capsys)[0] == 0
+    assert sorted(p.name for p in (src / "colour").iterdir()) == ["p.png", "p_compare.png"]
     code, err = _run(args, capsys)
     assert code == 0 and "0 colourised, 1 skipped" in err
-    assert not (src / "colour" / "colour").exists()
+    code, err = _run(args + ["--overwrite"], capsys)
+    assert code == 0 and "1 colourised, 0 skipped" in err
+    assert sorted(p.name for p in (src / "colour").iterdir()) == ["p.png", "p_compare.png"]
+    assert {k: v for k, v in _hashes(src).items() if not k.startswith("colour")} == before
 
 
 def test_sixteen_bit_png_gives_sixteen_bit_output(tmp_path, tiny_weights, capsys):

@@ -12,10 +12,20 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from colorgan import __version__
-from colorgan.errors import ColorGANError
+from colorgan.cli_args import (  # cli_error, cli_warning and int_range stay importable from here, as before
+    Parser,
+    add_device_argument,
+    add_model_arguments,
+    add_render_size_argument,
+    cli_error,
+    cli_warning,
+    int_range,
+    positive_int,
+)
+from colorgan.errors import ColorGANError, OutputError
 
 __all__ = ["main", "build_parser", "colorize_paths", "ColorizeSummary"]
 
@@ -24,93 +34,11 @@ log = logging.getLogger("colorgan")
 _FORMAT_SUFFIX = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "tiff": ".tif", "tif": ".tif", "webp": ".webp", "bmp": ".bmp"}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # One line and exit 2, as argparse does, but without dumping the whole usage block.
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def int_range(
-    lo: int | Callable[[], int] | None,
-    hi: int | Callable[[], int] | None,
-    *,
-    what: str = "an integer",
-    message: str | None = None,
-    parse: Callable[[str], int] = int,
-) -> Callable[[str], int]:
-    """An argparse ``type=`` function for a whole number in ``[lo, hi]`` (either end may be open).
-
-    Args:
-        lo: the smallest value allowed, None for no lower bound, or a function returning it
-            (read at parse time, so a limit that lives in a heavy module is imported only then).
-        hi: the largest value allowed, likewise.
-        what: how the unparsable-text error names the expected kind: ``not {what}: 'TEXT'``.
-        message: the out-of-range error, a format string with ``{lo}``, ``{hi}`` and ``{v}``;
-            default ``must be between {lo} and {hi}, got {v}`` (both bounds) or
-            ``must be {lo} or more, got {v}`` / ``must be {hi} or less, got {v}`` (one bound).
-        parse: text -> int; a ValueError from it is reported as not ``what``.
-
-    Returns:
-        ``f(text) -> int`` raising :class:`argparse.ArgumentTypeError` with a one-line message.
-    """
-
-    def check(text: str) -> int:
-        try:
-            v = parse(text)
-        except (ValueError, OverflowError):  # int(float("inf")) overflows
-            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
-        low = lo() if callable(lo) else lo
-        high = hi() if callable(hi) else hi
-        if (low is not None and v < low) or (high is not None and v > high):
-            if message is not None:
-                fmt = message
-            elif low is not None and high is not None:
-                fmt = "must be between {lo} and {hi}, got {v}"
-            else:
-                fmt = "must be {lo} or more, got {v}" if low is not None else "must be {hi} or less, got {v}"
-            raise argparse.ArgumentTypeError(fmt.format(lo=low, hi=high, v=v))
-        return v
-
-    return check
-
-
-def _min_render_size() -> int:
-    from colorgan.pipeline import MIN_RENDER_SIZE  # lazily: colorgan.pipeline imports torch
-
-    return MIN_RENDER_SIZE
-
-
-def _max_render_size() -> int:
-    from colorgan.pipeline import MAX_RENDER_SIZE
-
-    return MAX_RENDER_SIZE
-
-
-# The argument types shared by the subcommands (they import these names).
-_render_size = int_range(_min_render_size, _max_render_size)
-# int(float(text)) so that "1e6" works for --max-pixels and the like.
-_positive_int = int_range(1, None, what="a number", message="must be positive, got {v}", parse=lambda text: int(float(text)))
-
-
-def cli_error(msg: str, code: int = 2) -> int:
-    """Print ``colorgan: error: MSG`` to stderr and return ``code`` (default 2, a usage error) as the exit status."""
-    print(f"colorgan: error: {msg}", file=sys.stderr)
-    return code
-
-
-def cli_warning(msg: str) -> None:
-    """Print ``colorgan: warning: MSG`` to stderr without breaking a running progress bar."""
-    from tqdm import tqdm
-
-    tqdm.write(f"colorgan: warning: {msg}", file=sys.stderr)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    p = _Parser(prog="colorgan", description="Colourise black-and-white photographs.")
+    p = Parser(prog="colorgan", description="Colourise black-and-white photographs.")
     p.add_argument("--version", action="version", version=f"colorgan {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
     c = sub.add_parser(
@@ -121,22 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("inputs", nargs="+", metavar="INPUT", type=Path, help="image files or folders")
     c.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
-    c.add_argument("--render-size", type=_render_size, default=256, metavar="N", help="short side the model sees (default 256)")
+    add_render_size_argument(c)
     c.add_argument("--compare", action="store_true", help="also write NAME_compare.EXT: original and colour side by side")
     c.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
-    c.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
-    g = c.add_mutually_exclusive_group()
-    g.add_argument("--weights", type=Path, metavar="PATH", help="a .safetensors weights file, or an .onnx file from 'colorgan export'")
-    g.add_argument("--model", default=None, metavar="NAME", help="a shipped model by name (default: 'default')")
+    add_device_argument(c)
+    add_model_arguments(c, weights_help="a .safetensors weights file, or an .onnx file from 'colorgan export'")
     c.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="who runs the network: torch, onnx (ONNX Runtime; needs --weights FILE.onnx), or auto "
                    "(default: onnx for .onnx files)")
     c.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="fp32 (default) or bf16 (PyTorch backend; faster on CPUs with native bf16 and on GPUs)")
-    c.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    c.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="threads of the network's operators (default: OMP_NUM_THREADS if set, else half the cores "
                    "when --workers > 0, leaving the rest to decoding and encoding)")
-    c.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="images per forward pass (default 4)")
+    c.add_argument("--batch-size", type=positive_int, default=4, metavar="N", help="images per forward pass (default 4)")
     c.add_argument("--workers", type=int_range(0, None, message="must be 0 or more, got {v}"), default=2, metavar="N",
                    help="decoding threads and as many encoding threads, overlapping the network (default 2; 0: one at a time)")
     c.add_argument("--shard", default=None, metavar="K/N",
@@ -150,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output format (default: the input's; 16-bit input keeps 16 bits in PNG and TIFF)",
     )
     c.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
-    c.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N", help="refuse images larger than N pixels")
+    c.add_argument("--max-pixels", type=positive_int, default=None, metavar="N", help="refuse images larger than N pixels")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar; errors and the summary only")
     c.set_defaults(func=_cmd_colorize)
 
@@ -166,10 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, type=Path, metavar="RUNDIR", help="the run folder")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value, e.g. gan.lr_c=4e-4")
     t.add_argument("--resume", action="store_true", help="continue the run in RUNDIR")
-    t.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    add_device_argument(t, choices="cpu, cuda or auto (default)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_cmd_train)
 
+    from colorgan.calibrate.cli import add_calibrate_parser
+
+    add_calibrate_parser(sub)
     from colorgan.eval.cli import add_evaluate_parser
 
     add_evaluate_parser(sub)
@@ -209,6 +138,10 @@ def _output_path(outdir: Path, rel: Path, fmt: str) -> Path:
 
 def _compare_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}_compare{out.suffix}")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -261,12 +194,21 @@ def colorize_paths(
             (before skipping finished ones, so every process agrees on the split); errors about
             the inputs themselves are reported by shard 0 only.
         verbose: report one line per finished file.
+
+    Raises:
+        OutputError: an output would land on an input: ``outdir`` is one of the input folders,
+            or an output (or its ``_compare`` image) would have the path of an input file.
+            Nothing is written then. An ``outdir`` inside an input folder is allowed: that
+            folder is left out of the walk, so outputs are never read back as inputs.
     """
     from tqdm import tqdm
 
     from colorgan import io as cio
     from colorgan.batch import FileJob, run_jobs, shard_of
 
+    for inp in inputs:
+        if Path(inp).is_dir() and _same_path(Path(inp), outdir):
+            raise OutputError(outdir, "the output folder is an input folder: its photos would be overwritten; choose another -o")
     summary = ColorizeSummary()
     k, n = shard if shard is not None else (0, 1)
     planning_errors: list[str] = []
@@ -279,16 +221,20 @@ def colorize_paths(
                 # Never read our own outputs back (OUTDIR inside an input folder).
                 if _is_within(file, outdir) and not _is_within(inp, outdir):
                     continue
+                input_files.add(os.path.realpath(file))  # every input, even one skipped below, is never written
                 out = _output_path(outdir, rel, fmt)
                 key = Path(os.path.abspath(out))
                 if key in planned:
                     planning_errors.append(f"error: {file}: its output {out} would clash with that of {planned[key]}; skipped")
                     continue
                 planned[key] = file
-                input_files.add(os.path.realpath(file))
                 jobs.append(FileJob(file, out, _compare_path(out) if compare else None))
         except ColorGANError as e:
             planning_errors.append(f"error: {e}")
+    for job in jobs:  # an explicitly named file can sit where another input's output goes
+        for target in (job.output, job.compare):
+            if target is not None and os.path.realpath(target) in input_files:
+                raise OutputError(target, f"the output of {job.source} would overwrite this input; choose another -o or --format")
     if k == 0:  # one report of each input problem, not one per process
         for msg in planning_errors:
             summary.failed += 1
@@ -385,23 +331,26 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
 
         tqdm.write(msg, file=sys.stderr)  # keeps the progress bar intact
 
-    summary = colorize_paths(
-        args.inputs,
-        args.output,
-        colorizer=colorizer,
-        render_size=args.render_size,
-        compare=args.compare,
-        overwrite=args.overwrite,
-        fmt=args.format,
-        quality=args.quality,
-        max_pixels=args.max_pixels,
-        progress=not args.quiet and sys.stderr.isatty(),
-        report=report,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        shard=shard,
-        verbose=args.verbose,
-    )
+    try:
+        summary = colorize_paths(
+            args.inputs,
+            args.output,
+            colorizer=colorizer,
+            render_size=args.render_size,
+            compare=args.compare,
+            overwrite=args.overwrite,
+            fmt=args.format,
+            quality=args.quality,
+            max_pixels=args.max_pixels,
+            progress=not args.quiet and sys.stderr.isatty(),
+            report=report,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            shard=shard,
+            verbose=args.verbose,
+        )
+    except OutputError as e:  # an output would land on an input: refused before anything is written
+        return cli_error(str(e))
     tag = f"shard {shard[0]}/{shard[1]}: " if shard is not None and shard[1] > 1 else ""
     print(f"{tag}{summary.line()}; outputs in {args.output}", file=sys.stderr)
     return 1 if summary.failed else 0

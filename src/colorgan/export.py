@@ -278,6 +278,8 @@ def export_onnx(
 
 def add_export_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
     """Register ``colorgan export`` on the CLI's subparsers."""
+    from colorgan.cli_args import add_model_arguments
+
     e = sub.add_parser(
         "export",
         help="export the generator to ONNX",
@@ -287,9 +289,7 @@ def add_export_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentPar
     )
     e.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default onnx)")
     e.add_argument("-o", "--output", required=True, type=Path, metavar="FILE", help="the .onnx file to write")
-    g = e.add_mutually_exclusive_group()
-    g.add_argument("--weights", type=Path, metavar="PATH", help="a .safetensors weights file")
-    g.add_argument("--model", default=None, metavar="NAME", help="a shipped model by name (default: 'default')")
+    add_model_arguments(e)
     e.add_argument("--exporter", default="dynamo", choices=list(EXPORTERS), help="dynamo (default) or torchscript (legacy, faster)")
     e.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N", help=f"ONNX opset (default {DEFAULT_OPSET})")
     e.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch comparison")

@@ -13,9 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from colorgan.cli import _positive_int, _render_size  # the same argument types as colorize
-from colorgan.cli import cli_error as _error
-from colorgan.cli import cli_warning
+from colorgan.cli_args import add_device_argument, add_render_size_argument, cli_warning, positive_int
+from colorgan.cli_args import cli_error as _error
 from colorgan.errors import ColorGANError
 
 __all__ = ["add_evaluate_parser", "parse_model_args"]
@@ -48,11 +47,11 @@ def add_evaluate_parser(sub) -> None:
         default="256",
         help="256: short side 256 and centre crop 256 x 256, as in the literature (default); full: full resolution",
     )
-    e.add_argument("--render-size", type=_render_size, default=256, metavar="N", help="short side the models see (default 256)")
+    add_render_size_argument(e, sees="the models see")
     e.add_argument("--no-fid", action="store_true", help="skip FID and KID (they need the offline Inception network)")
-    e.add_argument("--max-images", type=_positive_int, default=None, metavar="N", help="evaluate only the first N images")
+    e.add_argument("--max-images", type=positive_int, default=None, metavar="N", help="evaluate only the first N images")
     e.add_argument("--mean-from", type=Path, default=None, metavar="DIR", help="colour photos (the training set) for the 'mean' baseline")
-    e.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    add_device_argument(e)
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_cmd_evaluate)
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from colorgan._packages import installed_package_file
+from colorgan.colourfulness import colourfulness_batch  # the formula, shared with training; re-exported
 from colorgan.errors import ModelLoadError, WeightsNotFoundError
 
 __all__ = [
@@ -197,8 +198,9 @@ def ssim(pred: ArrayLike, target: ArrayLike, data_range: float = 1.0) -> float:
 
 
 def colourfulness(rgb: ArrayLike) -> float:
-    """Colourfulness CF of Hasler and Suesstrunk (2003), on the 0-255 scale.
+    """Colourfulness CF of Hasler and Suesstrunk (2003) of one image, on the 0-255 scale.
 
+    The formula is :func:`colorgan.colourfulness.colourfulness_batch`, the one training uses too.
     With ``rg = R - G`` and ``yb = (R + G) / 2 - B`` over all pixels (R, G, B in 0-255),
     ``CF = sqrt(std_rg^2 + std_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2)`` (population std).
     A grey image has CF 0; the paper rates about 33 "moderately" and above 59 "highly colourful".
@@ -211,26 +213,6 @@ def colourfulness(rgb: ArrayLike) -> float:
     """
     img = torch.from_numpy(_to_hwc(rgb, "rgb")).permute(2, 0, 1)[None]
     return float(colourfulness_batch(img)[0])
-
-
-def colourfulness_batch(rgb: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
-    """:func:`colourfulness` of each image of a batch, differentiable (the training loss and
-    monitor use it, so that they measure exactly what the evaluation reports).
-
-    Args:
-        rgb: ``(B, 3, H, W)`` sRGB in [0, 1].
-        eps: added under the two square roots, whose gradient is infinite at a grey image
-            (a loss passes a small value; 0 gives the exact CF).
-
-    Returns:
-        ``(B,)`` CF >= 0, in float64 for float64 input, else float32.
-    """
-    x = (rgb if rgb.dtype == torch.float64 else rgb.float()) * 255.0
-    rg = (x[:, 0] - x[:, 1]).flatten(1)
-    yb = (0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]).flatten(1)
-    std = (rg.var(1, unbiased=False) + yb.var(1, unbiased=False) + eps).sqrt()
-    mean = (rg.mean(1).square() + yb.mean(1).square() + eps).sqrt()
-    return std + 0.3 * mean
 
 
 def delta_colourfulness(pred_cf: Sequence[float], true_cf: Sequence[float]) -> float:

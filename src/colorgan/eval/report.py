@@ -93,7 +93,7 @@ class EvalConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        from colorgan.pipeline import MAX_RENDER_SIZE, MIN_RENDER_SIZE
+        from colorgan.limits import MAX_RENDER_SIZE, MIN_RENDER_SIZE
 
         self.protocol = str(self.protocol)
         if self.protocol not in ("256", "full"):

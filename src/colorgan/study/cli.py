@@ -20,9 +20,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from colorgan.cli import _positive_int, _render_size, int_range  # the same argument types as colorize
-from colorgan.cli import cli_error as _error
-from colorgan.cli import cli_warning
+from colorgan.cli_args import add_device_argument, add_render_size_argument, cli_warning, int_range, non_negative_int, port, positive_int
+from colorgan.cli_args import cli_error as _error
 from colorgan.errors import ColorGANError
 
 __all__ = ["add_study_parser"]
@@ -39,9 +38,7 @@ def _size_limit(name: str) -> Callable[[], int]:
     return get
 
 
-_non_negative_int = int_range(0, None)
 _display_size = int_range(_size_limit("MIN_SIZE"), _size_limit("MAX_SIZE"))
-_port = int_range(0, 65535)  # as 'colorgan serve'
 
 
 def add_study_parser(sub) -> None:
@@ -74,13 +71,13 @@ def add_study_parser(sub) -> None:
         "weights file, 'grey' or 'mean'; repeatable",
     )
     p.add_argument("--out", required=True, type=Path, metavar="STUDYDIR", help="the new study folder")
-    p.add_argument("--n", type=_positive_int, default=50, metavar="N", help="study photos, each shown once per session (default 50)")
-    p.add_argument("--practice", type=_non_negative_int, default=3, metavar="P", help="practice photos, shown first with feedback (default 3)")
+    p.add_argument("--n", type=positive_int, default=50, metavar="N", help="study photos, each shown once per session (default 50)")
+    p.add_argument("--practice", type=non_negative_int, default=3, metavar="P", help="practice photos, shown first with feedback (default 3)")
     p.add_argument("--size", type=_display_size, default=256, metavar="PX", help="side of the square images shown (default 256)")
-    p.add_argument("--render-size", type=_render_size, default=256, metavar="N", help="short side the models see (default 256)")
+    add_render_size_argument(p, sees="the models see")
     p.add_argument("--seed", type=int, default=0, help="picks the photos (default 0)")
     p.add_argument("--mean-from", type=Path, default=None, metavar="DIR", help="colour photos (the training set) for the 'mean' baseline")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    add_device_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_prepare)
 
@@ -99,10 +96,10 @@ def add_study_parser(sub) -> None:
         help="real: 'which photo is the real one?' (fooling rate; default); natural: 'which looks more natural?' (preference)",
     )
     v.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
-    v.add_argument("--port", type=_port, default=8001, help="TCP port (default 8001; 0 picks a free one)")
+    v.add_argument("--port", type=port, default=8001, help="TCP port (default 8001; 0 picks a free one)")
     v.add_argument(
         "--exposure-ms",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=0,
         metavar="MS",
         help="hide each pair after MS milliseconds (Zhang et al. 2016 used 1000); default 0: shown until answered",

@@ -59,7 +59,7 @@ class PrepareConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from colorgan.pipeline import MAX_RENDER_SIZE, MIN_RENDER_SIZE
+        from colorgan.limits import MAX_RENDER_SIZE, MIN_RENDER_SIZE
 
         if self.n < 1:
             raise ValueError(f"n must be at least 1, got {self.n}")

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from colorgan import color
-from colorgan.eval.metrics import colourfulness_batch
+from colorgan.colourfulness import colourfulness_batch
 
 __all__ = [
     "FeatureLoss", "MobileNetFeatures", "render_rgb", "pixel_loss", "chroma_loss", "colourfulness_loss",
@@ -74,7 +74,7 @@ def colourfulness_loss(rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.
         rgb_pred, rgb_true: ``(B, 3, H, W)`` sRGB in [0, 1].
 
     Returns:
-        A scalar; CF as :func:`colorgan.eval.metrics.colourfulness_batch`, with a small epsilon
+        A scalar; CF as :func:`colorgan.colourfulness.colourfulness_batch`, with a small epsilon
         under its square roots so that the gradient stays finite at a grey prediction.
     """
     cf_pred = colourfulness_batch(rgb_pred, eps=1e-6)

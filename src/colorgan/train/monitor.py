@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from colorgan import color
-from colorgan.eval.metrics import colourfulness_batch
+from colorgan.colourfulness import colourfulness_batch
 
 __all__ = ["CsvLog", "val_scores", "Plateau", "save_grid", "plot_curves", "SCORE_VERSION"]
 

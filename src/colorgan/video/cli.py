@@ -14,8 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-from colorgan.cli import _positive_int, _render_size, int_range  # the same argument types as colorize
-from colorgan.cli import cli_error as _error
+from colorgan.cli_args import add_device_argument, add_model_arguments, add_render_size_argument, int_range, positive_int
+from colorgan.cli_args import cli_error as _error
 from colorgan.errors import ColorGANError
 from colorgan.video.media import OUTPUT_FORMATS  # stdlib and numpy only at import: PyAV loads when used
 
@@ -69,7 +69,7 @@ def add_video_parser(sub) -> None:
     )
     v.add_argument("input", type=Path, metavar="INPUT", help="a video file (MP4, MOV, MKV, AVI, ...)")
     v.add_argument("-o", "--output", required=True, type=Path, metavar="OUTPUT", help="the video file to write")
-    v.add_argument("--render-size", type=_render_size, default=256, metavar="N", help="short side the model sees (default 256)")
+    add_render_size_argument(v)
     t = v.add_mutually_exclusive_group()
     t.add_argument(
         "--temporal",
@@ -81,10 +81,10 @@ def add_video_parser(sub) -> None:
     t.add_argument("--no-temporal", dest="temporal", action="store_const", const=0.0, help="colourise each frame on its own")
     v.add_argument("--start", type=parse_time, default=None, metavar="T", help="first time to colourise (seconds or [HH:]MM:SS.sss)")
     v.add_argument("--end", type=parse_time, default=None, metavar="T", help="time to stop at (exclusive)")
-    v.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="frames per forward pass (default 4)")
+    v.add_argument("--batch-size", type=positive_int, default=4, metavar="N", help="frames per forward pass (default 4)")
     v.add_argument(
         "--segment-frames",
-        type=_positive_int,
+        type=positive_int,
         default=240,
         metavar="N",
         help="frames per resumable segment (default 240); an interrupted run loses at most one segment",
@@ -106,10 +106,8 @@ def add_video_parser(sub) -> None:
         "0 = automatic, faster where the encoder is the bottleneck (GPU)",
     )
     v.add_argument("--overwrite", action="store_true", help="redo OUTPUT if it exists (otherwise it is left alone)")
-    v.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
-    g = v.add_mutually_exclusive_group()
-    g.add_argument("--weights", type=Path, metavar="PATH", help="a .safetensors weights file")
-    g.add_argument("--model", default=None, metavar="NAME", help="a shipped model by name (default: 'default')")
+    add_device_argument(v)
+    add_model_arguments(v)
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar; errors and the summary only")
     v.set_defaults(func=_cmd_video)
 

@@ -34,7 +34,8 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from colorgan.errors import ImageLoadError, OutOfMemoryError
-from colorgan.web.app import ServerState, get_state
+from colorgan.limits import MIN_RENDER_SIZE
+from colorgan.web.state import ServerState, get_state
 from colorgan.web.workqueue import WorkTimeout
 
 try:  # python-multipart >= 0.0.13 is importable as python_multipart; older ones as multipart
@@ -198,8 +199,6 @@ def _content_disposition(display: str, suffix: str, compare: bool) -> str:
 
 
 def _parse_render_size(value: Any, state: ServerState) -> int:
-    from colorgan.pipeline import MIN_RENDER_SIZE
-
     top = state.settings.max_render_size
     if value is None or value == "":
         return state.settings.default_render_size
@@ -437,7 +436,6 @@ async def colorize(
 async def health(request: Request) -> dict[str, Any]:
     """Whether the model is loaded, which one, the queue's counters and the upload limits."""
     from colorgan import __version__
-    from colorgan.pipeline import MIN_RENDER_SIZE
 
     state = get_state(request)
     s = state.settings

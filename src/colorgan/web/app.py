@@ -7,7 +7,7 @@ Routers (each in its own module, so others can be added without touching this on
 * ``/docs`` (Swagger UI) and ``/openapi.json``, with Swagger's assets served locally when the
   ``fastapi-offline`` package is installed;
 * any ``extra_routers`` given to :func:`create_app` (the human-study mode, for example). Their
-  handlers reach the shared model and queue with :func:`get_state`.
+  handlers reach the shared model and queue with :func:`colorgan.web.state.get_state`.
 
 Safety, in one place: the server binds to loopback by default; a Host header that is not one of
 this server's names is refused (DNS rebinding); a cross-origin POST is refused (a web page in the
@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Sequence, Union
 from urllib.parse import urlsplit
 
@@ -37,6 +34,7 @@ except ImportError as _e:  # pragma: no cover - depends on the installed extras
 
 from colorgan import __version__
 from colorgan.web.settings import ServeSettings
+from colorgan.web.state import ServerState, get_state  # get_state: re-exported for routers written against this module
 from colorgan.web.workqueue import WorkQueue
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,62 +56,6 @@ _PAGE_CSP = (
 )
 # Swagger UI needs one inline script (FastAPI's page) and, without fastapi-offline, a CDN.
 _DOCS_PATHS = ("/docs", "/openapi.json")
-
-
-@dataclass
-class ServerState:
-    """What every request handler shares (``app.state.colorgan``).
-
-    Attributes:
-        settings: the server's settings.
-        queue: the bounded work queue all inference goes through.
-        started: ``time.time()`` at app creation.
-    """
-
-    settings: ServeSettings
-    queue: WorkQueue
-    source: Any = None
-    started: float = field(default_factory=time.time)
-    _colorizer: Any = None
-    _load_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def loaded(self) -> bool:
-        """Whether the model is loaded."""
-        return self._colorizer is not None
-
-    def colorizer(self) -> "Colorizer":
-        """The shared Colorizer, loaded on first use (normally at start-up) exactly once.
-
-        Raises:
-            ModelLoadError: the weights cannot be loaded.
-        """
-        if self._colorizer is None:
-            with self._load_lock:  # two first requests must not load two models
-                if self._colorizer is None:
-                    self._colorizer = _load_colorizer(self.source, self.settings.device)
-        return self._colorizer
-
-
-def _load_colorizer(source: Any, device: str) -> "Colorizer":
-    from colorgan.pipeline import Colorizer, resolve_device
-
-    if isinstance(source, Colorizer):
-        return source
-    if callable(source):
-        made = source()
-        if not isinstance(made, Colorizer):
-            raise TypeError(f"the model factory returned {type(made).__name__}, not a Colorizer")
-        return made
-    return Colorizer.from_pretrained(source, device=resolve_device(device))
-
-
-def get_state(request: Request) -> ServerState:
-    """The :class:`ServerState` of the app serving ``request`` (for routers of other modules)."""
-    state = getattr(request.app.state, "colorgan", None)
-    if state is None:  # pragma: no cover - only for an app not made by create_app
-        raise HTTPException(503, "the server is not set up (no ColorGAN state)")
-    return state
 
 
 def create_app(

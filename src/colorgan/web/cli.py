@@ -14,24 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from colorgan.cli import _positive_int, _render_size, int_range  # the same argument types as colorize
-from colorgan.cli import cli_error as _error
+from colorgan.cli_args import add_device_argument, add_model_arguments, port, positive_float, positive_int, render_size
+from colorgan.cli_args import cli_error as _error
 from colorgan.errors import ColorGANError
 
 __all__ = ["add_serve_parser", "run_server"]
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return v
-
-
-_port = int_range(0, 65535)
 
 
 def add_serve_parser(sub) -> None:
@@ -44,32 +31,30 @@ def add_serve_parser(sub) -> None:
         "otherwise. Nothing is written to disk unless --save-dir is given.",
     )
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
-    s.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    s.add_argument("--port", type=port, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     s.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="inference threads sharing the one model (default 1). Torch's own threads are split between "
         "them (CPU cores / N each) unless OMP_NUM_THREADS is set. This is not uvicorn's process count: "
         "the server is always one process, so the model is loaded once",
     )
-    s.add_argument("--queue-size", type=_positive_int, default=32, metavar="N", help="requests admitted at once, running or waiting; more get 503 + Retry-After (default 32)")
-    s.add_argument("--max-upload-mb", type=_positive_float, default=50.0, metavar="MB", help="largest upload (default 50); larger gets 413")
+    s.add_argument("--queue-size", type=positive_int, default=32, metavar="N", help="requests admitted at once, running or waiting; more get 503 + Retry-After (default 32)")
+    s.add_argument("--max-upload-mb", type=positive_float, default=50.0, metavar="MB", help="largest upload (default 50); larger gets 413")
     s.add_argument(
         "--max-pixels",
-        type=_positive_int,
+        type=positive_int,
         default=25_000_000,
         metavar="N",
         help="largest width x height (default 25000000); larger gets 413. A job needs about 110 bytes a pixel at peak",
     )
-    s.add_argument("--max-render-size", type=_render_size, default=1024, metavar="N", help="largest render size a request may ask for (default 1024)")
-    s.add_argument("--timeout", type=_positive_float, default=120.0, metavar="S", help="seconds a request may wait for its result, queue included (default 120); then 504")
+    s.add_argument("--max-render-size", type=render_size, default=1024, metavar="N", help="largest render size a request may ask for (default 1024)")
+    s.add_argument("--timeout", type=positive_float, default=120.0, metavar="S", help="seconds a request may wait for its result, queue included (default 120); then 504")
     s.add_argument("--save-dir", type=Path, default=None, metavar="DIR", help="keep each upload and its result in DIR under server-chosen names (default: keep nothing)")
-    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--weights", type=Path, metavar="PATH", help="a .safetensors weights file")
-    g.add_argument("--model", default=None, metavar="NAME", help="a shipped model by name (default: 'default')")
+    add_device_argument(s)
+    add_model_arguments(s)
     s.add_argument("-q", "--quiet", action="store_true", help="no access log; warnings and errors only")
     s.set_defaults(func=_cmd_serve)
 

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from colorgan.limits import MAX_RENDER_SIZE, MIN_RENDER_SIZE
+
 __all__ = ["ServeSettings", "LOOPBACK_HOSTS", "is_loopback"]
 
 #: Host names (without port) a loopback-bound server answers to by default. Anything else in the
@@ -73,8 +75,6 @@ class ServeSettings:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        from colorgan.pipeline import MAX_RENDER_SIZE, MIN_RENDER_SIZE  # torch is needed to serve anyway
-
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.workers < 1:

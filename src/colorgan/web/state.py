@@ -1,0 +1,85 @@
+"""What the app factory and every router share: the server's state, one per app (``app.state.colorgan``).
+
+:mod:`colorgan.web.app` creates the :class:`ServerState` and stores it on the app; the routers
+(:mod:`colorgan.web.api`, routers given as ``extra_routers``) read it back with :func:`get_state`.
+Both import this module, neither imports the other at module level.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+try:
+    from fastapi import HTTPException, Request
+except ImportError as _e:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        f"the web app needs FastAPI, uvicorn and python-multipart ({_e}); install them with: pip install 'colorgan[web]'"
+    ) from None
+
+from colorgan.web.settings import ServeSettings
+from colorgan.web.workqueue import WorkQueue
+
+if TYPE_CHECKING:  # pragma: no cover
+    from colorgan.pipeline import Colorizer
+
+__all__ = ["ServerState", "get_state"]
+
+
+@dataclass
+class ServerState:
+    """What every request handler shares (``app.state.colorgan``).
+
+    Attributes:
+        settings: the server's settings.
+        queue: the bounded work queue all inference goes through.
+        source: what to load the model from (see :func:`colorgan.web.app.create_app`'s ``model``).
+        started: ``time.time()`` at app creation.
+    """
+
+    settings: ServeSettings
+    queue: WorkQueue
+    source: Any = None
+    started: float = field(default_factory=time.time)
+    _colorizer: Any = None
+    _load_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is loaded."""
+        return self._colorizer is not None
+
+    def colorizer(self) -> "Colorizer":
+        """The shared Colorizer, loaded on first use (normally at start-up) exactly once.
+
+        Raises:
+            ModelLoadError: the weights cannot be loaded.
+        """
+        if self._colorizer is None:
+            with self._load_lock:  # two first requests must not load two models
+                if self._colorizer is None:
+                    self._colorizer = _load_colorizer(self.source, self.settings.device)
+        return self._colorizer
+
+
+def _load_colorizer(source: Any, device: str) -> "Colorizer":
+    from colorgan.pipeline import Colorizer, resolve_device
+
+    if isinstance(source, Colorizer):
+        return source
+    if callable(source):
+        made = source()
+        if not isinstance(made, Colorizer):
+            raise TypeError(f"the model factory returned {type(made).__name__}, not a Colorizer")
+        return made
+    return Colorizer.from_pretrained(source, device=resolve_device(device))
+
+
+def get_state(request: Request) -> ServerState:
+    """The :class:`ServerState` of the app serving ``request`` (for routers of other modules)."""
+    state = getattr(request.app.state, "colorgan", None)
+    if state is None:  # pragma: no cover - only for an app not made by create_app
+        raise HTTPException(503, "the server is not set up (no ColorGAN state)")
+    return state
