@@ -28,15 +28,10 @@ def _grey(h: int, w: int, seed: int) -> np.ndarray:
 
 def _folder(root: Path, n: int, sizes=((40, 56), (56, 40), (48, 48), (33, 71))) -> list[Path]:
     """n grey photos of a few sizes (so batches mix render shapes) in PNG, JPEG and TIFF, in two subfolders."""
-    paths = []
-    for i in range(n):
-        h, w = sizes[i % len(sizes)]
-        suffix = (".png", ".jpg", ".tif")[i % 3]
-        p = root / f"d{i % 2}" / f"p{i:03d}{suffix}"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(_grey(h, w, i), "L").save(p)
-        paths.append(p)
-    return paths
+    from conftest import write_photos
+
+    photos = (_grey(*sizes[i % len(sizes)], i) for i in range(n))
+    return write_photos(root, photos, lambda i: f"d{i % 2}/p{i:03d}{('.png', '.jpg', '.tif')[i % 3]}")
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -135,12 +130,11 @@ def _rss_mb() -> float:
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
 def test_memory_stays_flat_over_many_files(tmp_path, tiny_colorizer):
     """300 files: bounded queues keep at most prefetch + batch + writes images alive, and RSS flat."""
+    from conftest import write_photos
+
     src = tmp_path / "in"
     n = 300
-    src.mkdir()
-    base = Image.fromarray(_grey(96, 128, 0), "L")
-    for i in range(n):
-        base.save(src / f"f{i:04d}.png", compress_level=0)
+    write_photos(src, [Image.fromarray(_grey(96, 128, 0), "L")] * n, "f{i:04d}.png", compress_level=0)
     jobs = [FileJob(src / f"f{i:04d}.png", tmp_path / "out" / f"f{i:04d}.png") for i in range(n)]
     counting = _Counting(tiny_colorizer)
     rss: dict[int, float] = {}

@@ -16,16 +16,13 @@ from colorgan.cli import main
 
 
 def _photo(path: Path, size=(40, 32), mode="L", seed=0, **save) -> Path:
+    from conftest import write_photos
+
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
     grey = (np.clip(0.5 + 0.3 * np.sin(xx / 4.0) + rng.normal(0, 0.05, (h, w)), 0, 1) * 255).astype(np.uint8)
-    img = Image.fromarray(grey, "L")
-    if mode != "L":
-        img = img.convert(mode)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, **save)
-    return path
+    return write_photos(path.parent, [grey], path.name, mode=mode, **save)[0]
 
 
 def _hashes(folder: Path) -> dict[str, str]:

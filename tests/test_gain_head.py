@@ -23,33 +23,33 @@ def _l(b: int = 2, h: int = 64, w: int = 96, seed: int = 0) -> torch.Tensor:
     return (torch.rand(b, 1, h, w, generator=g) * 2 - 1)
 
 
-def test_a_zero_head_is_the_plain_network(tiny_model_fresh):
+def test_a_zero_head_is_the_plain_network(tiny_generator):
     x = _l()
     with torch.no_grad():
-        assert torch.equal(_with_head(tiny_model_fresh)(x), tiny_model_fresh(x))
+        assert torch.equal(_with_head(tiny_generator)(x), tiny_generator(x))
 
 
-def test_the_head_scales_each_image_by_its_own_bounded_gain(tiny_model_fresh):
+def test_the_head_scales_each_image_by_its_own_bounded_gain(tiny_generator):
     x = _l(b=3)
     with torch.no_grad():
-        plain = tiny_model_fresh(x)
+        plain = tiny_generator(x)
         # A bias alone: one gain for all, exp(0.3).
-        assert torch.allclose(_with_head(tiny_model_fresh, bias=0.3)(x), plain * math.exp(0.3), atol=1e-6)
+        assert torch.allclose(_with_head(tiny_generator, bias=0.3)(x), plain * math.exp(0.3), atol=1e-6)
         # Far beyond the bound: clamped to max_gain, never more.
-        assert torch.allclose(_with_head(tiny_model_fresh, bias=50.0)(x), plain * ChromaGainHead.max_gain, atol=1e-6)
+        assert torch.allclose(_with_head(tiny_generator, bias=50.0)(x), plain * ChromaGainHead.max_gain, atol=1e-6)
         # Weights on the features: the gain differs between images, and matches the features.
-        d = tiny_model_fresh.encoder.channels
+        d = tiny_generator.encoder.channels
         w = torch.randn(2 * d[4] + d[3], generator=torch.Generator().manual_seed(1)) * 0.5
-        m = _with_head(tiny_model_fresh, w)
+        m = _with_head(tiny_generator, w)
         got = m(x)
-        s = tiny_model_fresh.encoder(x)
+        s = tiny_generator.encoder(x)
         z = (ChromaGainHead.features(s[3], s[4]) @ w).clamp(-math.log(2), math.log(2))
         assert torch.allclose(got, plain * z.exp()[:, None, None, None], atol=1e-5)
         assert z.std() > 0.01  # per image, not one number
 
 
-def test_features_std_matches_torch_std(tiny_model_fresh):
-    s = tiny_model_fresh.encoder(_l(b=2))
+def test_features_std_matches_torch_std(tiny_generator):
+    s = tiny_generator.encoder(_l(b=2))
     f = ChromaGainHead.features(s[3], s[4])
     c32 = s[4].shape[1]
     assert f.shape == (2, 2 * c32 + s[3].shape[1])
@@ -57,11 +57,11 @@ def test_features_std_matches_torch_std(tiny_model_fresh):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_a_model_with_a_head_runs_in_half_precision(tiny_model_fresh, dtype):
+def test_a_model_with_a_head_runs_in_half_precision(tiny_generator, dtype):
     from colorgan.pipeline import Colorizer
 
-    d = tiny_model_fresh.encoder.channels
-    adaptive = _with_head(tiny_model_fresh, torch.full((2 * d[4] + d[3],), 0.05), bias=0.1)
+    d = tiny_generator.encoder.channels
+    adaptive = _with_head(tiny_generator, torch.full((2 * d[4] + d[3],), 0.05), bias=0.1)
     if dtype == torch.float16:
         # fp16 matmuls need a GPU on some builds; the head itself is what is under test.
         x = _l(b=2).to(dtype)
@@ -72,7 +72,7 @@ def test_a_model_with_a_head_runs_in_half_precision(tiny_model_fresh, dtype):
     c = Colorizer(adaptive, device="cpu", dtype=dtype)
     rgb = np.random.default_rng(0).integers(0, 255, (40, 56), dtype=np.uint8)
     out = c.colorize(rgb, render_size=64)
-    ref = Colorizer(_with_head(tiny_model_fresh, torch.full((2 * d[4] + d[3],), 0.05), bias=0.1), device="cpu").colorize(rgb, render_size=64)
+    ref = Colorizer(_with_head(tiny_generator, torch.full((2 * d[4] + d[3],), 0.05), bias=0.1), device="cpu").colorize(rgb, render_size=64)
     assert out.shape == (40, 56, 3)
     assert np.abs(out.astype(float) - ref.astype(float)).mean() < 3.0  # bf16 rounding only
 
@@ -94,18 +94,11 @@ def test_ridge_recovers_a_linear_law_and_folds_the_standardisation_back():
 
 
 def test_fit_from_photos_and_write_a_file_that_reloads_with_its_head(tmp_path, tiny_weights):
-    from PIL import Image
+    from conftest import write_tinted_photos
 
     from colorgan.models import hub
 
-    rng = np.random.default_rng(0)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(8):
-        tint = np.array([1.0, 1.0, 1.0]) + rng.uniform(-0.5, 0.5, 3) * (i % 4) / 3
-        img = np.clip(rng.normal(0.5, 0.15, (40, 48, 3)) * tint, 0, 1)
-        Image.fromarray((img * 255).astype(np.uint8)).save(photos / f"p{i}.png")
-    files = sorted(photos.iterdir())
+    files = write_tinted_photos(tmp_path / "photos", 8, tint=lambda i, rng: 1.0 + rng.uniform(-0.5, 0.5, 3) * (i % 4) / 3)
     model = hub.load_model(tiny_weights)
     samples = gain_head.collect_samples(model, files, size=64, render_size=64)
     assert samples.features.shape[0] == len(files) == samples.cf_truth.shape[0]
@@ -126,7 +119,7 @@ def test_fit_from_photos_and_write_a_file_that_reloads_with_its_head(tmp_path, t
 
 
 def test_calibrate_cli_adaptive_fits_on_the_configs_training_photos(tmp_path, tiny_weights, capsys):
-    from PIL import Image
+    from conftest import write_tinted_photos
 
     from colorgan.eval import calibrate
     from colorgan.models import hub
@@ -134,10 +127,7 @@ def test_calibrate_cli_adaptive_fits_on_the_configs_training_photos(tmp_path, ti
     rng = np.random.default_rng(1)
     train, held = tmp_path / "train", tmp_path / "held"
     for d, n in ((train, 12), (held, 3)):
-        d.mkdir()
-        for i in range(n):
-            img = np.clip(rng.normal(0.5, 0.2, (40, 40, 3)) * rng.uniform(0.4, 1.2, 3), 0, 1)
-            Image.fromarray((img * 255).astype(np.uint8)).save(d / f"{d.name}{i}.png")
+        write_tinted_photos(d, n, seed=rng, size=(40, 40), sd=0.2, tint=lambda i, r: r.uniform(0.4, 1.2, 3), name=d.name + "{i}.png")
     cfg = tmp_path / "recipe.toml"
     cfg.write_text(f'[[data]]\npath = "{train}"\nweight = 1.0\n\n[val]\nholdout_every = 1000000\n')
     out = tmp_path / "cal.safetensors"
@@ -178,10 +168,3 @@ def test_training_files_never_returns_a_held_out_photo(tmp_path):
     _, held = holdout_split(scan_images(d), 4)
     assert held and not set(picked) & set(held)
     assert len(picked) == 60 - len(held)
-
-
-@pytest.fixture
-def tiny_model_fresh():
-    from conftest import make_tiny_generator
-
-    return make_tiny_generator()

@@ -15,13 +15,7 @@ from colorgan.models.generator import GeneratorConfig, SAUNet
 from colorgan.models.layers import PixelShuffleICNR, SelfAttention
 
 
-@pytest.fixture
-def tiny_generator() -> SAUNet:
-    torch.manual_seed(0)
-    g = SAUNet(GeneratorConfig.preset("tiny"))
-    # The head starts at zero (neutral output); give it weights so outputs carry signal.
-    torch.nn.init.normal_(g.head.weight, std=0.5)
-    return g
+# tiny_generator: the shared fixture in conftest.py (seeded, with a random ab head).
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 64, 64), (1, 1, 32, 96)])

@@ -147,9 +147,9 @@ def test_from_pretrained_runs_the_folded_model(tiny_weights, tiny_model):
 
 
 def _photo(path: Path, size=(72, 56), seed=0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_grey(size[1], size[0], seed), "L").save(path)
-    return path
+    from conftest import write_photos
+
+    return write_photos(path.parent, [_grey(size[1], size[0], seed)], path.name)[0]
 
 
 def test_cli_export_then_colorize_with_onnx_backend(tmp_path, tiny_weights, capsys):

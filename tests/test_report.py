@@ -34,9 +34,10 @@ def _photo(seed: int, w: int, h: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
+    from conftest import write_photos
+
     folder = tmp_path_factory.mktemp("photos")
-    for i, (w, h) in enumerate(SIZES):
-        Image.fromarray(_photo(i, w, h)).save(folder / f"img{i}.png")
+    write_photos(folder, (_photo(i, w, h) for i, (w, h) in enumerate(SIZES)), "img{i}.png")
     return folder
 
 

@@ -57,11 +57,11 @@ def _photo(seed: int, w: int, h: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
+    from conftest import write_photos
+
     folder = tmp_path_factory.mktemp("photos")
-    for i in range(10):
-        Image.fromarray(_photo(i, 56 + 4 * i, 48 + 2 * (i % 3))).save(folder / f"photo{i:02d}.png")
-    grey = np.repeat(_photo(99, 60, 50)[..., :1], 3, axis=2)
-    Image.fromarray(grey).save(folder / "grey.png")
+    write_photos(folder, (_photo(i, 56 + 4 * i, 48 + 2 * (i % 3)) for i in range(10)), "photo{i:02d}.png")
+    write_photos(folder, [np.repeat(_photo(99, 60, 50)[..., :1], 3, axis=2)], "grey.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     return folder
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from colorgan.train import data as tdata
 from colorgan.train.config import load_config
@@ -24,15 +23,19 @@ TINY = ROOT / "configs" / "tiny.toml"
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory) -> Path:
     """16 small synthetic colour photos, plus one greyscale file that must be skipped."""
+    from conftest import write_photos
+
     d = tmp_path_factory.mktemp("photos")
     rng = np.random.default_rng(0)
-    for i in range(16):
+
+    def photo(i: int) -> np.ndarray:
         h, w = 72, 88
         yy, xx = np.mgrid[0:h, 0:w]
         base = np.stack([np.sin(xx / (5 + i) + i), np.cos(yy / (7 + i)), np.sin((xx + yy) / 9)], -1) * 0.3 + 0.5
-        img = np.clip(base + rng.normal(0, 0.03, base.shape), 0, 1)
-        Image.fromarray((img * 255).astype(np.uint8)).save(d / f"img{i:02d}.jpg", quality=90)
-    Image.fromarray(np.full((64, 64), 128, np.uint8)).convert("RGB").save(d / "grey.png")
+        return np.clip(base + rng.normal(0, 0.03, base.shape), 0, 1)
+
+    write_photos(d, (photo(i) for i in range(16)), "img{i:02d}.jpg", quality=90)
+    write_photos(d, [np.full((64, 64), 128, np.uint8)], "grey.png", mode="RGB")
     return d
 
 
@@ -254,14 +257,15 @@ def test_greyscale_files_are_counted_in_the_log(tmp_path):
     """A folder with grey files: they are skipped while sampling and the count is logged."""
     import csv as _csv
 
+    from conftest import write_photos
+
     from colorgan.train.stages import run_training
 
     d = tmp_path / "mix"
-    d.mkdir()
     rng = np.random.default_rng(1)
-    for i in range(4):
-        Image.fromarray((rng.random((48, 48, 3)) * 255).astype(np.uint8)).save(d / f"c{i}.png")
-        Image.fromarray((rng.random((48, 48)) * 255).astype(np.uint8)).convert("RGB").save(d / f"g{i}.png")
+    # c0, g0, c1, g1...: colour noise and grey noise (stored as RGB) from one stream.
+    shots = (rng.random((48, 48, 3) if j % 2 == 0 else (48, 48)) for j in range(8))
+    write_photos(d, shots, lambda j: f"{'cg'[j % 2]}{j // 2}.png", mode="RGB")
     cfg = load_config(TINY, [f'data=[{{path="{d}"}}]', "cycles=0", "pretrain_g.sizes=[32]"])
     run_training(cfg, tmp_path / "run", progress=False)
     rows = list(_csv.DictReader(open(tmp_path / "run" / "stages" / "00_pretrain_g" / "log.csv")))
@@ -336,17 +340,15 @@ def test_ctrl_c_saves_a_checkpoint_then_resume_finishes(tmp_path, photo_dir, mon
 def test_validation_batch_follows_the_mix_weights_not_the_file_counts(tmp_path):
     # 40 red files weighted 0.2 and 12 green ones weighted 0.8: 10 crops are 2 red and 8 green,
     # where drawing from all files alike would give mostly red.
+    from conftest import write_photos
+
     def folder(name: str, rgb: tuple[int, int, int], count: int) -> list[Path]:
-        d = tmp_path / name
-        d.mkdir()
-        out = []
-        for i in range(count):
-            p = d / f"{i}.png"
-            arr = np.zeros((40, 48, 3), np.uint8) + np.array(rgb, np.uint8)
-            arr[::7] = 30 + i  # not uniform, not grey
-            Image.fromarray(arr).save(p)
-            out.append(p)
-        return out
+        def arr(i: int) -> np.ndarray:
+            a = np.zeros((40, 48, 3), np.uint8) + np.array(rgb, np.uint8)
+            a[::7] = 30 + i  # not uniform, not grey
+            return a
+
+        return write_photos(tmp_path / name, (arr(i) for i in range(count)), "{i}.png")
 
     red, green = folder("red", (200, 40, 40), 40), folder("green", (40, 180, 40), 12)
     batch = tdata.mixed_fixed_batch([(red, 0.2), (green, 0.8), ([], 1.0)], size=16, n=10)

@@ -49,6 +49,8 @@ WAIT_S = 30
 
 def _photo(path: Path, size: tuple[int, int] = (320, 240)) -> Path:
     """A grey JPEG with some structure (gradient, shapes, noise)."""
+    from conftest import write_photos
+
     w, h = size
     rng = np.random.default_rng(3)
     yy, xx = np.mgrid[0:h, 0:w]
@@ -57,8 +59,7 @@ def _photo(path: Path, size: tuple[int, int] = (320, 240)) -> Path:
     d = ImageDraw.Draw(im)
     d.ellipse((40, 40, 140, 140), fill=200)
     d.rectangle((180, 60, 290, 200), fill=60)
-    im.save(path, quality=92)
-    return path
+    return write_photos(path.parent, [im], path.name, quality=92)[0]
 
 
 @pytest.fixture
