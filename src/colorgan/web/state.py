@@ -2,7 +2,8 @@
 
 :mod:`colorgan.web.app` creates the :class:`ServerState` and stores it on the app; the routers
 (:mod:`colorgan.web.api`, routers given as ``extra_routers``) read it back with :func:`get_state`.
-Both import this module, neither imports the other at module level.
+Both import this module, and the routers never import the app module that includes them, so
+there is no import loop. This module imports no FastAPI itself.
 """
 
 from __future__ import annotations
@@ -12,17 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-try:
-    from fastapi import HTTPException, Request
-except ImportError as _e:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        f"the web app needs FastAPI, uvicorn and python-multipart ({_e}); install them with: pip install 'colorgan[web]'"
-    ) from None
-
 from colorgan.web.settings import ServeSettings
 from colorgan.web.workqueue import WorkQueue
 
 if TYPE_CHECKING:  # pragma: no cover
+    from starlette.requests import Request
+
     from colorgan.pipeline import Colorizer
 
 __all__ = ["ServerState", "get_state"]
@@ -81,5 +77,7 @@ def get_state(request: Request) -> ServerState:
     """The :class:`ServerState` of the app serving ``request`` (for routers of other modules)."""
     state = getattr(request.app.state, "colorgan", None)
     if state is None:  # pragma: no cover - only for an app not made by create_app
+        from fastapi import HTTPException
+
         raise HTTPException(503, "the server is not set up (no ColorGAN state)")
     return state
