@@ -211,6 +211,7 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
+@pytest.mark.integration
 def test_torchrun_two_ranks_split_a_folder_and_rerun_finishes_only_missing(tmp_path, tiny_weights):
     """`torchrun --nproc-per-node 2 -m colorgan colorize`: each file done by exactly one rank; a
     re-run after losing some outputs redoes exactly those."""

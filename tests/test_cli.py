@@ -197,6 +197,7 @@ def test_no_default_model_says_so(tmp_path, capsys, monkeypatch):
     assert "no 'default' model is installed" in err and "--weights" in err
 
 
+@pytest.mark.integration
 def test_console_script_entry_point(tmp_path, tiny_weights):
     """The real `python -m colorgan` process: exit codes and messages as a user sees them."""
     src = _photo(tmp_path / "p.png")

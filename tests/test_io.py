@@ -782,6 +782,7 @@ def test_from_array_rejects(array: np.ndarray) -> None:
         cio.from_array(array)
 
 
+@pytest.mark.integration
 def test_io_module_does_not_import_torch() -> None:
     code = "import sys, colorgan.io; assert 'torch' not in sys.modules, 'torch imported'"
     env = {**os.environ, "PYTHONPATH": str(Path(cio.__file__).resolve().parents[1])}

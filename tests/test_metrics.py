@@ -345,6 +345,7 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.mark.integration
 def test_inception_features_shape_and_fid_through_network(inception: InceptionFeatures, one_thread) -> None:
     rng = np.random.default_rng(21)
     images = [rng.random((32, 32, 3)) for _ in range(4)]

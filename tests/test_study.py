@@ -659,6 +659,7 @@ def _serve_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.mark.integration
 def test_study_serve_command_end_to_end(study):
     """`colorgan study serve` starts like `colorgan serve`: port 0 shows the real port, Ctrl-C exits 0."""
     import httpx
@@ -745,6 +746,7 @@ def browser():
     drv.quit()
 
 
+@pytest.mark.integration
 def test_page_in_browser_keyboard_practice_feedback_and_resume(live_server, browser, study):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait

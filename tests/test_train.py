@@ -238,6 +238,7 @@ def test_train_cli_usage_errors(tmp_path, capsys):
     assert "unknown setting" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_torchrun_two_cpu_processes(tmp_path, photo_dir):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
@@ -272,6 +273,7 @@ def test_greyscale_files_are_counted_in_the_log(tmp_path):
     assert int(rows[-1]["skipped_files"]) > 0
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_real_sigkill_then_resume(tmp_path, photo_dir):
     """kill -9 of a real `colorgan train` process mid-run, then --resume: the run completes."""
@@ -296,6 +298,7 @@ def test_real_sigkill_then_resume(tmp_path, photo_dir):
     assert (tmp_path / "run" / "generator.safetensors").is_file()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("net", ["mobilenet_v2", "vgg19"])
 def test_feature_losses_load_offline(net):
     """Both feature networks load from their installed packages; identical images cost 0."""

@@ -622,6 +622,7 @@ def test_every_output_suffix_writes_its_container(clip, tmp_path, tiny_weights, 
         assert len(list(c.decode(c.streams.video[0]))) == 3 and len(c.streams.audio) == 1
 
 
+@pytest.mark.integration
 def test_import_is_light():
     code = "import sys, colorgan.cli; colorgan.cli.build_parser(); print(any(m in sys.modules for m in ('av', 'cv2')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

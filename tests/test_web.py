@@ -564,6 +564,7 @@ def test_settings_are_validated():
         ServeSettings(max_upload_mb=0)
 
 
+@pytest.mark.integration
 def test_import_is_light():
     code = "import sys, colorgan.web, colorgan.web.cli; print(sorted(m for m in ('torch', 'fastapi', 'uvicorn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -577,6 +578,7 @@ def _serve_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.mark.integration
 def test_serve_command_end_to_end(tiny_weights):
     import httpx
 

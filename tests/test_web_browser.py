@@ -27,10 +27,13 @@ from PIL import Image, ImageDraw
 CHROMIUM = os.environ.get("COLORGAN_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("COLORGAN_CHROMEDRIVER", "/usr/bin/chromedriver")
 
-pytestmark = pytest.mark.skipif(
-    not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-    reason=f"needs headless Chromium and chromedriver ({CHROMIUM}, {CHROMEDRIVER}): apt-get install chromium chromium-driver",
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+        reason=f"needs headless Chromium and chromedriver ({CHROMIUM}, {CHROMEDRIVER}): apt-get install chromium chromium-driver",
+    ),
+]
 
 selenium = pytest.importorskip("selenium")
 pytest.importorskip("uvicorn")
