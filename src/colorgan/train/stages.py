@@ -36,11 +36,17 @@ import torch.nn as nn
 from colorgan.train.checkpoint import load_checkpoint, save_checkpoint
 from colorgan.train.config import GanConfig, PretrainCConfig, PretrainGConfig, TrainConfig
 from colorgan.train.data import StepBatches, holdout_split, mixed_fixed_batch, scan_images
-from colorgan.train.losses import FeatureLoss, chroma_loss, colourfulness_loss, critic_loss, generator_adv_loss, pixel_loss, render_rgb
+from colorgan.train.losses import FeatureLoss, critic_loss, generator_adv_loss, pixel_loss, render_rgb
+from colorgan.train.objectives import objective_for
 from colorgan.train.monitor import CsvLog, Plateau, plot_curves, save_grid, val_scores
 
 __all__ = [
     "Context",
+    "Stage",
+    "run_stage",
+    "GeneratorPretraining",
+    "CriticPretraining",
+    "GanPhase",
     "plan_stages",
     "pretrain_generator",
     "pretrain_critic",
@@ -204,121 +210,139 @@ def evaluate(generator: nn.Module, ctx: Context) -> tuple[dict[str, float], torc
     return val_scores(ab, ctx.val["ab"], ctx.val["l"]), ab.cpu()
 
 
-# --------------------------------------------------------------------------- stage 1: generator
+# --------------------------------------------------------------------------- the stage runner
 
 
-def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg: PretrainGConfig) -> dict[str, float]:
-    """Pretrain the generator alone: L1 + feature loss; encoder frozen first, then fine-tuned.
+class Stage:
+    """One stage of the recipe: what it trains and how one step goes; :func:`run_stage` does the rest.
 
-    A model with a ``loss(raw_output, ab_true)`` method (the CIC and Iizuka baselines) is trained
-    with that objective instead, on the same batches and schedule.
+    A stage names the objects its checkpoint holds (:meth:`parts`: modules, optimisers and
+    trackers with ``state_dict``/``load_state_dict``) and any plain values (:meth:`extra_state`),
+    yields its batches from a given step on, and computes one step's losses (pix2pix's
+    ``optimize_parameters``, returning a dict instead of setting attributes). The runner owns
+    resume, atomic checkpoints, Ctrl-C, the progress bar, the CSV log, the validation tick,
+    the curves and the ``stop_after`` test hook, once for every stage.
 
-    Returns:
-        The last validation scores.
+    Attributes:
+        title: the curves' title.
+        columns: the CSV log's columns (``step`` first).
+        curves: the columns plotted.
+        progress: the columns shown beside the progress bar.
+        steps: the stage's length in optimiser steps.
+        checkpoint_every: steps between checkpoints (and always at the end).
+        eval_every: steps between validations (and at the end), or 0 for none.
+        batch_size: crops per step on each process.
     """
-    g = generator.to(ctx.device).train()
-    if ctx.device.type == "cuda":
-        g = g.to(memory_format=torch.channels_last)
-    enc_ids = {id(p) for p in g.encoder.parameters()}
-    dec = [p for p in g.parameters() if id(p) not in enc_ids]
-    opt = torch.optim.Adam(
-        [{"params": dec, "lr": cfg.lr}, {"params": list(g.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_mult}],
-        betas=(0.9, 0.99),
-    )
-    ckpt = stage_dir / "checkpoint.pt"
-    state = _resume(ckpt, ctx, {"generator": g, "opt_g": opt})
-    if state is None and hasattr(g, "fit_prior") and not ctx.cfg.init_generator:
-        # CIC's class rebalancing needs the colour prior before its first step; a resumed stage
-        # has it in the checkpoint's buffers, and given weights bring their own.
-        _fit_prior(g, ctx, ctx.cfg)
+
+    title = ""
+    columns: tuple[str, ...] = ("step",)
+    curves: tuple[str, ...] = ()
+    progress: tuple[str, ...] = ()
+    steps = 0
+    checkpoint_every = 1
+    eval_every = 0
+    batch_size = 1
+
+    def __init__(self, ctx: Context, stage_dir: Path) -> None:
+        self.ctx = ctx
+        self.dir = stage_dir
+
+    def parts(self) -> dict[str, Any]:
+        """Checkpoint key -> object with ``state_dict()`` and ``load_state_dict()``."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Plain values saved in the checkpoint beside the parts."""
+        return {}
+
+    def load_extra(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state` from a checkpoint."""
+
+    def start(self, resumed: bool) -> None:
+        """Before the first step of this process (``resumed``: from a checkpoint)."""
+
+    def batches(self, start: int) -> Iterator[dict]:
+        """The batches of steps ``start, start + 1, ..., steps - 1``."""
+        raise NotImplementedError
+
+    def step(self, batch: dict, step: int) -> dict[str, Any]:
+        """One optimiser step on ``batch`` (step ``step``, counted from 0); returns losses to log."""
+        raise NotImplementedError
+
+    def validate(self, step: int) -> dict[str, Any]:
+        """Scores after ``step`` steps, logged in the same row."""
+        return {}
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Set by a stage that stops itself early (the GAN phase's inflection rule)."""
+        return None
+
+    def end(self, step: int) -> bool:
+        """After the loop (also when nothing was left to do); True when the checkpoint must be saved again."""
+        return False
+
+    def result(self) -> dict[str, Any]:
+        """What the stage reports to ``progress.json``."""
+        return {}
+
+
+def run_stage(stage: Stage, ctx: Context) -> dict[str, Any]:
+    """Run (or resume) one stage to its end and return its result.
+
+    Resumes from ``stage.dir / "checkpoint.pt"`` when it exists (parts, RNG state, step and the
+    stage's own values), checkpoints atomically every ``checkpoint_every`` steps, at the end, when
+    the stage stops itself and on Ctrl-C; logs a CSV row every 10 steps and at every validation.
+    """
+    ckpt = stage.dir / "checkpoint.pt"
+    parts = stage.parts()
+    state = _resume(ckpt, ctx, parts)
     step = int(state["step"]) if state else 0
-    gw = _wrap(g, ctx)
-    own_loss = getattr(g, "loss", None)  # the baselines' objectives; SAUNet has none
-    feat_loss = ctx.feature_loss() if cfg.feature_weight > 0 and own_loss is None else None
-    freeze_steps = int(cfg.freeze_encoder_frac * cfg.steps)
-    csv_log = CsvLog(stage_dir / "log.csv", ["step", "size", "loss", "l1", "feature", "cf", "chroma", "lr", "img_per_s", "skipped_files", "l1_ab", "chroma_ratio", "cf_ratio", "dcf", "hist_js", "score"]) if ctx.is_main else None
-    skipped = int(state.get("skipped", 0)) if state else 0
-    scores: dict[str, float] = dict(state.get("scores", {})) if state else {}
+    if state is not None:
+        stage.load_extra(state)
+    stage.start(resumed=state is not None)
+    csv_log = CsvLog(stage.dir / "log.csv", list(stage.columns)) if ctx.is_main else None
 
     def save() -> None:
         if ctx.is_main:
-            save_checkpoint({"generator": g.state_dict(), "opt_g": opt.state_dict(), "rng": _rng_state(), "step": step, "scores": scores, "skipped": skipped}, ckpt)
+            save_checkpoint({**{k: obj.state_dict() for k, obj in parts.items()}, "rng": _rng_state(), "step": step, **stage.extra_state()}, ckpt)
 
-    n_sizes = len(cfg.sizes)
-    bounds = [cfg.steps * (i + 1) // n_sizes for i in range(n_sizes)]
-    bar = _bar(ctx, cfg.steps, step, stage_dir.name)
+    bar = _bar(ctx, stage.steps, step, stage.dir.name)
     t0, seen = time.time(), 0
     with _stage_guard(save, bar, csv_log):
-        while step < cfg.steps:
-            phase = next(i for i, b in enumerate(bounds) if step < b)
-            size = cfg.sizes[phase]
-            for batch in ctx.loader(f"pretrain_g:{size}", size, cfg.batch_size, step, bounds[phase]):
-                frozen = step < freeze_steps
-                # Frozen encoder: its learning rate is 0 and BatchNorm keeps ImageNet statistics.
-                # (lr = 0 rather than requires_grad=False keeps DistributedDataParallel's hooks valid.)
-                g.encoder.train(not frozen)
-                fac = _lr_factor(step, cfg.steps)
-                opt.param_groups[0]["lr"] = cfg.lr * fac
-                opt.param_groups[1]["lr"] = 0.0 if frozen else cfg.lr * cfg.encoder_lr_mult * fac
-                l_in, l, ab_true = (batch[k].to(ctx.device, non_blocking=True) for k in ("l_in", "l", "ab"))
-                # Greyscale (and unreadable) files met while sampling: counted, logged, never trained on.
-                skipped += int(batch["skipped"])
-                feat = torch.zeros((), device=ctx.device)
-                cf = torch.zeros((), device=ctx.device)
-                chroma = torch.zeros((), device=ctx.device)
-                if own_loss is not None:
-                    # A baseline with its own objective (CIC: rebalanced cross-entropy; Iizuka:
-                    # MSE); L1 is only logged, so that the curves compare with our generator's.
-                    with ctx.autocast():
-                        raw = gw(l_in, raw=True)
-                    loss = own_loss(raw.float(), ab_true)
-                    with torch.no_grad():
-                        l1 = pixel_loss(g.decode(raw.detach().float(), l_in.shape[-2:]), ab_true)
-                else:
-                    with ctx.autocast():
-                        ab = gw(l_in).float()
-                    l1 = pixel_loss(ab, ab_true)
-                    loss = cfg.l1_weight * l1
-                    if cfg.chroma_weight > 0:
-                        chroma = chroma_loss(ab, ab_true)
-                        loss = loss + cfg.chroma_weight * chroma
-                if own_loss is None and (feat_loss is not None or cfg.cf_weight > 0):
-                    rgb_pred, rgb_true = render_rgb(l, ab), render_rgb(l, ab_true)
-                    if feat_loss is not None:
-                        feat = feat_loss(rgb_pred, rgb_true)
-                        loss = loss + cfg.feature_weight * feat
-                    if cfg.cf_weight > 0:
-                        cf = colourfulness_loss(rgb_pred, rgb_true)
-                        loss = loss + cfg.cf_weight * cf
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(g.parameters(), 5.0)
-                opt.step()
+        if stage.stop_reason is None and step < stage.steps:
+            for batch in stage.batches(step):
+                losses = stage.step(batch, step)
                 step += 1
-                seen += l.shape[0] * ctx.world_size
+                seen += stage.batch_size * ctx.world_size
                 bar.update(1)
                 row: dict[str, Any] = {}
-                if step % cfg.eval_every == 0 or step == cfg.steps:
-                    scores, ab_val = evaluate(gw, ctx)
-                    row = scores
-                    if ctx.is_main:
-                        save_grid(ctx.val["l"], ab_val, ctx.val["ab"], stage_dir / "grids" / f"step{step:06d}.png")
-                if ctx.is_main and (step % 10 == 0 or row):
-                    rate = seen / max(1e-6, time.time() - t0)
-                    csv_log.write({"step": step, "size": size, "loss": loss.item(), "l1": l1.item(), "feature": feat.item(), "cf": cf.item(), "chroma": chroma.item(),
-                                   "lr": opt.param_groups[0]["lr"], "img_per_s": rate, "skipped_files": skipped, **row})
-                    bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.1f}")
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                if stage.eval_every and (step % stage.eval_every == 0 or step == stage.steps):
+                    row = stage.validate(step)
+                if ctx.is_main and (step % 10 == 0 or row or step == stage.steps):
+                    # .item() only here: one device sync per logged step, not per step.
+                    values = {k: v.item() if torch.is_tensor(v) else float(v) for k, v in losses.items()}
+                    csv_log.write({"step": step, **values, "img_per_s": seen / max(1e-6, time.time() - t0), **row})
+                    bar.set_postfix({k: f"{values[k]:.3f}" for k in stage.progress if k in values})
+                if step % stage.checkpoint_every == 0 or step == stage.steps or stage.stop_reason:
                     save()
                 _tick(ctx)
+                if stage.stop_reason:
+                    break
+    if stage.end(step):
+        save()
+    ctx.barrier()
+    result = stage.result()
     if ctx.is_main:
-        if skipped:
-            log.info("%s: %d greyscale or unreadable files were skipped while sampling", stage_dir.name, skipped)
-        plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss", "l1", "feature", *(["cf"] if cfg.cf_weight > 0 else []), *(["chroma"] if cfg.chroma_weight > 0 else []), "cf_ratio", "dcf", "score"], "generator pretraining")
-    return {**scores, "skipped_files": skipped}
+        plot_curves(stage.dir / "log.csv", stage.dir / "curves.png", list(stage.curves), stage.title)
+    return result
 
 
-# --------------------------------------------------------------------------- stage 2: critic
+# --------------------------------------------------------------------------- the stages
+
+
+def _batch_tensors(batch: dict, ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(batch[k].to(ctx.device, non_blocking=True) for k in ("l_in", "l", "ab"))  # type: ignore[return-value]
 
 
 def _critic_input(l_norm: torch.Tensor, ab_norm: torch.Tensor) -> torch.Tensor:
@@ -329,168 +353,267 @@ def _accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
     return 0.5 * ((real_logits > 0).float().mean().item() + (fake_logits < 0).float().mean().item())
 
 
-def pretrain_critic(generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: Path, cfg: PretrainCConfig, stream: str) -> dict[str, float]:
-    """Train the critic alone as a binary classifier: real photos vs the current generator's output.
+class GeneratorPretraining(Stage):
+    """The generator alone, with its method's objective (:mod:`colorgan.train.objectives`); the
+    encoder frozen for the first ``freeze_encoder_frac`` of the steps, then fine-tuned at a lower
+    rate; progressive resizing over ``sizes``; cosine learning rate."""
 
-    Returns:
-        ``{"critic_acc": ...}``: the accuracy over the last 50 steps.
-    """
-    g = generator.to(ctx.device).eval()
-    c = critic.to(ctx.device).train()
-    opt = torch.optim.Adam(c.parameters(), lr=cfg.lr, betas=(0.5, 0.99))
-    ckpt = stage_dir / "checkpoint.pt"
-    state = _resume(ckpt, ctx, {"critic": c, "opt_c": opt})
-    step = int(state["step"]) if state else 0
-    cw = _wrap(c, ctx)
-    csv_log = CsvLog(stage_dir / "log.csv", ["step", "loss_c", "critic_acc", "img_per_s"]) if ctx.is_main else None
-    accs: list[float] = list(state.get("accs", [])) if state else []
+    title = "generator pretraining"
+    columns = ("step", "size", "loss", "l1", "feature", "cf", "chroma", "lr", "img_per_s", "skipped_files",
+               "l1_ab", "chroma_ratio", "cf_ratio", "dcf", "hist_js", "score")
+    progress = ("loss",)
 
-    def save() -> None:
-        if ctx.is_main:
-            save_checkpoint({"critic": c.state_dict(), "opt_c": opt.state_dict(), "rng": _rng_state(), "step": step, "accs": accs}, ckpt)
+    def __init__(self, generator: nn.Module, ctx: Context, stage_dir: Path, cfg: PretrainGConfig) -> None:
+        super().__init__(ctx, stage_dir)
+        self.cfg = cfg
+        self.steps, self.checkpoint_every, self.eval_every, self.batch_size = cfg.steps, cfg.checkpoint_every, cfg.eval_every, cfg.batch_size
+        g = self.g = generator.to(ctx.device).train()
+        if ctx.device.type == "cuda":
+            g = self.g = g.to(memory_format=torch.channels_last)
+        enc_ids = {id(p) for p in g.encoder.parameters()}
+        dec = [p for p in g.parameters() if id(p) not in enc_ids]
+        self.opt = torch.optim.Adam(
+            [{"params": dec, "lr": cfg.lr}, {"params": list(g.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_mult}],
+            betas=(0.9, 0.99),
+        )
+        self.objective = objective_for(g, cfg, ctx.feature_loss)
+        self.gw = _wrap(g, ctx)
+        self.freeze_steps = int(cfg.freeze_encoder_frac * cfg.steps)
+        self.bounds = [cfg.steps * (i + 1) // len(cfg.sizes) for i in range(len(cfg.sizes))]
+        self.skipped = 0
+        self.scores: dict[str, float] = {}
+        self.curves = ("loss", "l1", "feature", *(("cf",) if cfg.cf_weight > 0 else ()), *(("chroma",) if cfg.chroma_weight > 0 else ()), "cf_ratio", "dcf", "score")
 
-    bar = _bar(ctx, cfg.steps, step, stage_dir.name)
-    t0, seen = time.time(), 0
-    with _stage_guard(save, bar, csv_log):
-        for batch in ctx.loader(stream, cfg.size, cfg.batch_size, step, cfg.steps):
-            l_in, l, ab_true = (batch[k].to(ctx.device, non_blocking=True) for k in ("l_in", "l", "ab"))
-            with torch.no_grad(), ctx.autocast():
-                ab_fake = _unwrap(g)(l_in).float()
-            with ctx.autocast():
-                # Real and fake in one forward: DDP needs one forward per backward.
-                logits = cw(torch.cat([_critic_input(l, ab_true), _critic_input(l, ab_fake)])).float()
-            real, fake = logits.chunk(2)
-            loss = critic_loss(real, fake)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            seen += l.shape[0] * ctx.world_size
-            accs = (accs + [_accuracy(real, fake)])[-50:]
-            bar.update(1)
-            if ctx.is_main and (step % 10 == 0 or step == cfg.steps):
-                acc = sum(accs) / len(accs)
-                csv_log.write({"step": step, "loss_c": loss.item(), "critic_acc": acc, "img_per_s": seen / max(1e-6, time.time() - t0)})
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save()
-            _tick(ctx)
-    if ctx.is_main:
-        plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss_c", "critic_acc"], "critic pretraining")
-    return {"critic_acc": sum(accs) / max(1, len(accs))}
+    def parts(self) -> dict[str, Any]:
+        return {"generator": self.g, "opt_g": self.opt}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"scores": self.scores, "skipped": self.skipped}
+
+    def load_extra(self, state: dict[str, Any]) -> None:
+        self.scores, self.skipped = dict(state.get("scores", {})), int(state.get("skipped", 0))
+
+    def start(self, resumed: bool) -> None:
+        if not resumed and not self.ctx.cfg.init_generator:
+            # Given weights, or a resumed stage's checkpoint, already hold what this measures.
+            self.objective.prepare(self.g, lambda: _prior_batches(self.ctx))
+
+    def _size(self, step: int) -> tuple[int, int]:
+        phase = next(i for i, b in enumerate(self.bounds) if step < b)
+        return self.cfg.sizes[phase], self.bounds[phase]
+
+    def batches(self, start: int) -> Iterator[dict]:
+        step = start
+        while step < self.steps:
+            size, end = self._size(step)
+            for batch in self.ctx.loader(f"pretrain_g:{size}", size, self.cfg.batch_size, step, end):
+                yield batch
+                step += 1
+
+    def step(self, batch: dict, step: int) -> dict[str, Any]:
+        cfg, g, opt = self.cfg, self.g, self.opt
+        frozen = step < self.freeze_steps
+        # Frozen encoder: its learning rate is 0 and BatchNorm keeps ImageNet statistics.
+        # (lr = 0 rather than requires_grad=False keeps DistributedDataParallel's hooks valid.)
+        g.encoder.train(not frozen)
+        fac = _lr_factor(step, cfg.steps)
+        opt.param_groups[0]["lr"] = cfg.lr * fac
+        opt.param_groups[1]["lr"] = 0.0 if frozen else cfg.lr * cfg.encoder_lr_mult * fac
+        l_in, l, ab_true = _batch_tensors(batch, self.ctx)
+        # Greyscale (and unreadable) files met while sampling: counted, logged, never trained on.
+        self.skipped += int(batch["skipped"])
+        losses = self.objective(self.gw, l_in, l, ab_true, autocast=self.ctx.autocast)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(g.parameters(), 5.0)
+        opt.step()
+        return {"size": self._size(step)[0], **losses, "lr": opt.param_groups[0]["lr"], "skipped_files": self.skipped}
+
+    def validate(self, step: int) -> dict[str, Any]:
+        self.scores, ab_val = evaluate(self.gw, self.ctx)
+        if self.ctx.is_main:
+            save_grid(self.ctx.val["l"], ab_val, self.ctx.val["ab"], self.dir / "grids" / f"step{step:06d}.png")
+        return self.scores
+
+    def result(self) -> dict[str, Any]:
+        if self.ctx.is_main and self.skipped:
+            log.info("%s: %d greyscale or unreadable files were skipped while sampling", self.dir.name, self.skipped)
+        return {**self.scores, "skipped_files": self.skipped}
 
 
-# --------------------------------------------------------------------------- stage 3: GAN
+class CriticPretraining(Stage):
+    """The critic alone, as a binary classifier: real photos vs the current generator's output."""
+
+    title = "critic pretraining"
+    columns = ("step", "loss_c", "critic_acc", "img_per_s")
+    curves = ("loss_c", "critic_acc")
+    progress = ("loss_c", "critic_acc")
+
+    def __init__(self, generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: Path, cfg: PretrainCConfig, stream: str) -> None:
+        super().__init__(ctx, stage_dir)
+        self.cfg, self.stream = cfg, stream
+        self.steps, self.checkpoint_every, self.batch_size = cfg.steps, cfg.checkpoint_every, cfg.batch_size
+        self.g = generator.to(ctx.device).eval()
+        self.c = critic.to(ctx.device).train()
+        self.opt = torch.optim.Adam(self.c.parameters(), lr=cfg.lr, betas=(0.5, 0.99))
+        self.cw = _wrap(self.c, ctx)
+        self.accs: list[float] = []
+
+    def parts(self) -> dict[str, Any]:
+        return {"critic": self.c, "opt_c": self.opt}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"accs": self.accs}
+
+    def load_extra(self, state: dict[str, Any]) -> None:
+        self.accs = list(state.get("accs", []))
+
+    def batches(self, start: int) -> Iterator[dict]:
+        return self.ctx.loader(self.stream, self.cfg.size, self.cfg.batch_size, start, self.cfg.steps)
+
+    def step(self, batch: dict, step: int) -> dict[str, Any]:
+        ctx = self.ctx
+        l_in, l, ab_true = _batch_tensors(batch, ctx)
+        with torch.no_grad(), ctx.autocast():
+            ab_fake = _unwrap(self.g)(l_in).float()
+        with ctx.autocast():
+            # Real and fake in one forward: DDP needs one forward per backward.
+            logits = self.cw(torch.cat([_critic_input(l, ab_true), _critic_input(l, ab_fake)])).float()
+        real, fake = logits.chunk(2)
+        loss = critic_loss(real, fake)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.accs = (self.accs + [_accuracy(real, fake)])[-50:]
+        return {"loss_c": loss, "critic_acc": sum(self.accs) / len(self.accs)}
+
+    def result(self) -> dict[str, Any]:
+        return {"critic_acc": sum(self.accs) / max(1, len(self.accs))}
 
 
-def train_gan(generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: Path, cfg: GanConfig, stream: str) -> dict[str, Any]:
+class GanPhase(Stage):
     """The GAN phase with TTUR; stops by itself at the inflection point and keeps the best generator.
 
     Order of a step (pix2pix): the critic on detached fakes and reals, then the generator with the
     critic frozen. Generator loss = adv_weight * adversarial + l1_weight * L1 + feature_weight *
     feature.
-
-    Returns:
-        ``{"stop_reason", "best_step", "best_score", "scores"}``; the generator is left holding
-        the best weights.
     """
-    g = generator.to(ctx.device).train()
-    c = critic.to(ctx.device).train()
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
-    opt_c = torch.optim.Adam(c.parameters(), lr=cfg.lr_c, betas=tuple(cfg.betas))
-    ckpt = stage_dir / "checkpoint.pt"
-    best_path = stage_dir / "best_generator.pt"
-    plateau = Plateau(cfg.patience, cfg.min_evals, cfg.critic_acc_high, cfg.critic_acc_low)
-    state = _resume(ckpt, ctx, {"generator": g, "critic": c, "opt_g": opt_g, "opt_c": opt_c, "plateau": plateau})
-    step = int(state["step"]) if state else 0
-    stop_reason: str | None = state.get("stop_reason") if state else None
-    accs: list[float] = list(state.get("accs", [])) if state else []
-    gw, cw = _wrap(g, ctx), _wrap(c, ctx)
-    feat_loss = ctx.feature_loss() if cfg.feature_weight > 0 else None
-    cols = ["step", "loss_c", "loss_g", "adv", "l1", "feature", "critic_acc", "img_per_s", "l1_ab", "chroma_ratio", "cf_ratio", "dcf", "hist_js", "score", "best"]
-    csv_log = CsvLog(stage_dir / "log.csv", cols) if ctx.is_main else None
-    scores: dict[str, float] = {}
 
-    def save() -> None:
-        if ctx.is_main:
-            save_checkpoint(
-                {"generator": g.state_dict(), "critic": c.state_dict(), "opt_g": opt_g.state_dict(), "opt_c": opt_c.state_dict(),
-                 "rng": _rng_state(), "plateau": plateau.state_dict(), "step": step, "stop_reason": stop_reason, "accs": accs},
-                ckpt,
-            )
+    title = "GAN phase"
+    columns = ("step", "loss_c", "loss_g", "adv", "l1", "feature", "critic_acc", "img_per_s", "l1_ab", "chroma_ratio", "cf_ratio", "dcf", "hist_js", "score", "best")
+    curves = ("loss_c", "adv", "l1", "critic_acc", "cf_ratio", "dcf", "score")
+    progress = ("adv", "critic_acc")
 
-    if plateau.evals == 0 and state is None:
+    def __init__(self, generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: Path, cfg: GanConfig, stream: str) -> None:
+        super().__init__(ctx, stage_dir)
+        self.cfg, self.stream = cfg, stream
+        self.steps, self.checkpoint_every, self.eval_every, self.batch_size = cfg.steps, cfg.checkpoint_every, cfg.eval_every, cfg.batch_size
+        self.g = generator.to(ctx.device).train()
+        self.c = critic.to(ctx.device).train()
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
+        self.opt_c = torch.optim.Adam(self.c.parameters(), lr=cfg.lr_c, betas=tuple(cfg.betas))
+        self.plateau = Plateau(cfg.patience, cfg.min_evals, cfg.critic_acc_high, cfg.critic_acc_low)
+        self.gw, self.cw = _wrap(self.g, ctx), _wrap(self.c, ctx)
+        self.feat_loss = ctx.feature_loss() if cfg.feature_weight > 0 else None
+        self.best_path = stage_dir / "best_generator.pt"
+        self._stop: str | None = None
+        self.accs: list[float] = []
+        self.scores: dict[str, float] = {}
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self._stop
+
+    def parts(self) -> dict[str, Any]:
+        return {"generator": self.g, "critic": self.c, "opt_g": self.opt_g, "opt_c": self.opt_c, "plateau": self.plateau}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"stop_reason": self._stop, "accs": self.accs}
+
+    def load_extra(self, state: dict[str, Any]) -> None:
+        self._stop, self.accs = state.get("stop_reason"), list(state.get("accs", []))
+
+    def start(self, resumed: bool) -> None:
+        if resumed or self.plateau.evals != 0:
+            return
         # Score the starting point: the GAN phase must beat the generator it started from.
-        scores, ab_val = evaluate(gw, ctx)
-        plateau.update(0, scores["score"], 0.75)
-        plateau.evals = 0  # the baseline does not count towards min_evals
-        if ctx.is_main:
-            save_checkpoint({"generator": g.state_dict()}, best_path)
-            save_grid(ctx.val["l"], ab_val, ctx.val["ab"], stage_dir / "grids" / "step000000.png")
-    bar = _bar(ctx, cfg.steps, step, stage_dir.name)
-    t0, seen = time.time(), 0
-    with _stage_guard(save, bar, csv_log):
-        if stop_reason is None and step < cfg.steps:
-            for batch in ctx.loader(stream, cfg.size, cfg.batch_size, step, cfg.steps):
-                l_in, l, ab_true = (batch[k].to(ctx.device, non_blocking=True) for k in ("l_in", "l", "ab"))
-                # 1) critic on detached fakes and reals
-                with torch.no_grad(), ctx.autocast():
-                    ab_fake = g(l_in).float()
-                with ctx.autocast():
-                    logits = cw(torch.cat([_critic_input(l, ab_true), _critic_input(l, ab_fake)])).float()
-                real, fake = logits.chunk(2)
-                loss_c = critic_loss(real, fake)
-                opt_c.zero_grad(set_to_none=True)
-                loss_c.backward()
-                opt_c.step()
-                accs = (accs + [_accuracy(real, fake)])[-cfg.eval_every :]
-                # 2) generator with the critic frozen (the unwrapped critic: no DDP hooks)
-                c.requires_grad_(False)
-                with ctx.autocast():
-                    ab = gw(l_in).float()
-                    adv = generator_adv_loss(c(_critic_input(l, ab)).float())
-                l1 = pixel_loss(ab, ab_true)
-                feat = feat_loss(render_rgb(l, ab), render_rgb(l, ab_true)) if feat_loss is not None else torch.zeros((), device=ctx.device)
-                loss_g = cfg.adv_weight * adv + cfg.l1_weight * l1 + cfg.feature_weight * feat
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                c.requires_grad_(True)
-                step += 1
-                seen += l.shape[0] * ctx.world_size
-                bar.update(1)
-                row: dict[str, Any] = {}
-                if step % cfg.eval_every == 0 or step == cfg.steps:
-                    scores, ab_val = evaluate(gw, ctx)
-                    acc = sum(accs) / max(1, len(accs))
-                    is_best, stop_reason = plateau.update(step, scores["score"], acc)
-                    row = {**scores, "best": int(is_best)}
-                    if ctx.is_main:
-                        if is_best:
-                            save_checkpoint({"generator": g.state_dict()}, best_path)
-                        save_grid(ctx.val["l"], ab_val, ctx.val["ab"], stage_dir / "grids" / f"step{step:06d}.png")
-                if ctx.is_main and (step % 10 == 0 or row):
-                    csv_log.write({"step": step, "loss_c": loss_c.item(), "loss_g": loss_g.item(), "adv": adv.item(), "l1": l1.item(),
-                                   "feature": feat.item(), "critic_acc": sum(accs) / len(accs),
-                                   "img_per_s": seen / max(1e-6, time.time() - t0), **row})
-                    bar.set_postfix(adv=f"{adv.item():.3f}", acc=f"{sum(accs) / len(accs):.2f}")
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop_reason:
-                    save()
-                _tick(ctx)
-                if stop_reason:
-                    break
-    if stop_reason is None:
-        stop_reason = f"reached the step limit ({cfg.steps})"
-        save()
-    ctx.barrier()
-    best = load_checkpoint(best_path, ctx.device)
-    if best is not None:
-        g.load_state_dict(best["generator"])
-    result = {"stop_reason": stop_reason, "best_step": plateau.best_step, "best_score": plateau.best, "scores": scores}
-    if ctx.is_main:
-        log.info("%s stopped: %s; keeping step %d (score %.4f)", stage_dir.name, stop_reason, plateau.best_step, plateau.best)
-        plot_curves(stage_dir / "log.csv", stage_dir / "curves.png", ["loss_c", "adv", "l1", "critic_acc", "cf_ratio", "dcf", "score"], "GAN phase")
-    return result
+        scores, ab_val = evaluate(self.gw, self.ctx)
+        self.plateau.update(0, scores["score"], 0.75)
+        self.plateau.evals = 0  # the baseline does not count towards min_evals
+        if self.ctx.is_main:
+            save_checkpoint({"generator": self.g.state_dict()}, self.best_path)
+            save_grid(self.ctx.val["l"], ab_val, self.ctx.val["ab"], self.dir / "grids" / "step000000.png")
+
+    def batches(self, start: int) -> Iterator[dict]:
+        return self.ctx.loader(self.stream, self.cfg.size, self.cfg.batch_size, start, self.cfg.steps)
+
+    def step(self, batch: dict, step: int) -> dict[str, Any]:
+        ctx, cfg, g, c = self.ctx, self.cfg, self.g, self.c
+        l_in, l, ab_true = _batch_tensors(batch, ctx)
+        # 1) critic on detached fakes and reals
+        with torch.no_grad(), ctx.autocast():
+            ab_fake = g(l_in).float()
+        with ctx.autocast():
+            logits = self.cw(torch.cat([_critic_input(l, ab_true), _critic_input(l, ab_fake)])).float()
+        real, fake = logits.chunk(2)
+        loss_c = critic_loss(real, fake)
+        self.opt_c.zero_grad(set_to_none=True)
+        loss_c.backward()
+        self.opt_c.step()
+        self.accs = (self.accs + [_accuracy(real, fake)])[-cfg.eval_every :]
+        # 2) generator with the critic frozen (the unwrapped critic: no DDP hooks)
+        c.requires_grad_(False)
+        with ctx.autocast():
+            ab = self.gw(l_in).float()
+            adv = generator_adv_loss(c(_critic_input(l, ab)).float())
+        l1 = pixel_loss(ab, ab_true)
+        feat = self.feat_loss(render_rgb(l, ab), render_rgb(l, ab_true)) if self.feat_loss is not None else torch.zeros((), device=ctx.device)
+        loss_g = cfg.adv_weight * adv + cfg.l1_weight * l1 + cfg.feature_weight * feat
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        c.requires_grad_(True)
+        return {"loss_c": loss_c, "loss_g": loss_g, "adv": adv, "l1": l1, "feature": feat, "critic_acc": sum(self.accs) / len(self.accs)}
+
+    def validate(self, step: int) -> dict[str, Any]:
+        self.scores, ab_val = evaluate(self.gw, self.ctx)
+        acc = sum(self.accs) / max(1, len(self.accs))
+        is_best, self._stop = self.plateau.update(step, self.scores["score"], acc)
+        if self.ctx.is_main:
+            if is_best:
+                save_checkpoint({"generator": self.g.state_dict()}, self.best_path)
+            save_grid(self.ctx.val["l"], ab_val, self.ctx.val["ab"], self.dir / "grids" / f"step{step:06d}.png")
+        return {**self.scores, "best": int(is_best)}
+
+    def end(self, step: int) -> bool:
+        if self._stop is not None:
+            return False
+        self._stop = f"reached the step limit ({self.cfg.steps})"
+        return True
+
+    def result(self) -> dict[str, Any]:
+        best = load_checkpoint(self.best_path, self.ctx.device)
+        if best is not None:
+            self.g.load_state_dict(best["generator"])  # the generator leaves holding the best weights
+        if self.ctx.is_main:
+            log.info("%s stopped: %s; keeping step %d (score %.4f)", self.dir.name, self._stop, self.plateau.best_step, self.plateau.best)
+        return {"stop_reason": self._stop, "best_step": self.plateau.best_step, "best_score": self.plateau.best, "scores": self.scores}
+
+
+def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg: PretrainGConfig) -> dict[str, float]:
+    """Pretrain the generator alone (:class:`GeneratorPretraining`); returns the last validation scores."""
+    return run_stage(GeneratorPretraining(generator, ctx, stage_dir, cfg), ctx)
+
+
+def pretrain_critic(generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: Path, cfg: PretrainCConfig, stream: str) -> dict[str, float]:
+    """Pretrain the critic (:class:`CriticPretraining`); returns ``{"critic_acc"}`` over the last 50 steps."""
+    return run_stage(CriticPretraining(generator, critic, ctx, stage_dir, cfg, stream), ctx)
+
+
+def train_gan(generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: Path, cfg: GanConfig, stream: str) -> dict[str, Any]:
+    """The GAN phase (:class:`GanPhase`); returns ``{"stop_reason", "best_step", "best_score",
+    "scores"}``, the generator left holding the best weights."""
+    return run_stage(GanPhase(generator, critic, ctx, stage_dir, cfg, stream), ctx)
 
 
 # --------------------------------------------------------------------------- the whole recipe
@@ -568,16 +691,16 @@ def _write_progress(run_dir: Path, progress: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / "progress.json")
 
 
-#: Batches of 64 px crops the CIC baseline's colour prior is measured on (16 x 100 = 1600 photos).
+#: Batches of 64 px crops a baseline's colour prior is measured on (16 x 100 = 1600 photos).
 PRIOR_BATCHES = 100
 
 
-def _fit_prior(model: nn.Module, ctx: Context, cfg: TrainConfig) -> None:
-    """Measure CIC's empirical ab-bin prior on the training mix (its own sample stream, no degradation)."""
+def _prior_batches(ctx: Context) -> Iterator[torch.Tensor]:
+    """The true ab of the training mix (its own sample stream, no degradation), for a model's colour prior."""
+    cfg = ctx.cfg
     n_batches = max(1, min(PRIOR_BATCHES, cfg.pretrain_g.steps))
-    batches = (b["ab"] for b in ctx.loader("prior", 64, cfg.pretrain_g.batch_size, 0, n_batches, degrade=False))
-    n = model.fit_prior(batches)  # type: ignore[operator]
-    log.info("colour prior measured on %d pixels (%d batches)", n, n_batches)
+    log.info("measuring the colour prior on %d batches", n_batches)
+    return (b["ab"] for b in ctx.loader("prior", 64, cfg.pretrain_g.batch_size, 0, n_batches, degrade=False))
 
 
 def run_training(
@@ -658,12 +781,14 @@ def run_training(
             stage_dir.mkdir(parents=True, exist_ok=True)
         ctx.barrier()
         t0 = time.time()
+        stage: Stage | None
         if kind == "pretrain_g":
-            result: dict[str, Any] = pretrain_generator(generator, ctx, stage_dir, cfg.pretrain_g) if cfg.pretrain_g.steps > 0 else {}
+            stage = GeneratorPretraining(generator, ctx, stage_dir, cfg.pretrain_g) if cfg.pretrain_g.steps > 0 else None
         elif kind == "pretrain_c":
-            result = pretrain_critic(generator, critic, ctx, stage_dir, cfg.pretrain_c, stream=f"pretrain_c:{cycle}")
+            stage = CriticPretraining(generator, critic, ctx, stage_dir, cfg.pretrain_c, stream=f"pretrain_c:{cycle}")
         else:
-            result = train_gan(generator, critic, ctx, stage_dir, cfg.gan, stream=f"gan:{cycle}")
+            stage = GanPhase(generator, critic, ctx, stage_dir, cfg.gan, stream=f"gan:{cycle}")
+        result: dict[str, Any] = run_stage(stage, ctx) if stage is not None else {}
         result = {**result, "seconds": time.time() - t0}
         if ctx.is_main:
             save_checkpoint(_unwrap(generator).state_dict(), state_dir / "generator.pt")
