@@ -192,18 +192,12 @@ def test_default_dynamo_exporter_round_trip(tmp_path, tiny_weights, tiny_model, 
 
 
 def test_onnx_export_keeps_the_per_image_gain_head(tiny_model, tmp_path):
-    """A model with a fitted gain head exports with it: per-image gains survive the round trip."""
-    import dataclasses
+    """A calibrated model with a per-image gain exports with it: per-image gains survive the round trip."""
+    from colorgan.models.calibration import CalibratedGenerator, ChromaCalibration
 
-    from colorgan.models.generator import SAUNet
-
-    adaptive = SAUNet(dataclasses.replace(tiny_model.config, adaptive_gain=True))
-    state = tiny_model.state_dict()
-    d = adaptive.gain_head.linear.in_features
-    state["gain_head.linear.weight"] = torch.randn(1, d, generator=torch.Generator().manual_seed(3)) * 0.5
-    state["gain_head.linear.bias"] = torch.tensor([0.1])
-    adaptive.load_state_dict(state)
-    adaptive.eval()
+    d = 2 * tiny_model.encoder.channels[4] + tiny_model.encoder.channels[3]
+    w = torch.randn(d, generator=torch.Generator().manual_seed(3)) * 0.5
+    adaptive = CalibratedGenerator(tiny_model, ChromaCalibration(gain=1.1, head_weight=tuple(w.tolist()), head_bias=0.1)).eval()
     path = export_onnx(adaptive, tmp_path / "adaptive.onnx", exporter="torchscript")
     x = _l_norm(3, 64, 96)
     with torch.no_grad():

@@ -162,7 +162,7 @@ def test_shipped_default_model_loads_and_colours():
     if hub.shipped_weights_path() is None:
         pytest.skip("this copy ships no default model")
     c = Colorizer.from_pretrained(device="cpu")
-    assert c.model.config.encoder == "mobilenet_v2"
+    assert c.model.net.config.encoder == "mobilenet_v2" and c.model.calibration.per_image  # calibrated around the network
     grey = _grey_photo(64, 96)
     out = c.colorize(grey, render_size=64)
     assert out.shape == (64, 96, 3)

@@ -205,28 +205,23 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, photo_dir, kill_a
 
 def test_chroma_and_cf_losses_train_and_are_logged_and_calibrated_weights_can_start_a_run(tmp_path, photo_dir):
     import csv
-    import dataclasses
 
-    from colorgan.eval.gain_head import RidgeFit, with_gain_head
     from colorgan.models import hub
+    from colorgan.models.calibration import ChromaCalibration
     from colorgan.train.stages import run_training
 
     over = [f'data=[{{path="{photo_dir}"}}]', "cycles=0", "pretrain_g.chroma_weight=3.0", "pretrain_g.cf_weight=1.0"]
     out = run_training(load_config(TINY, over), tmp_path / "run", progress=False)
     rows = list(csv.DictReader(open(tmp_path / "run" / "stages" / "00_pretrain_g" / "log.csv")))
     assert rows and all(float(r["chroma"]) > 0 and float(r["cf"]) > 0 for r in rows)
-    # Calibrated weights (a gain head and a global gain) start a new run from their network.
+    # Calibrated weights (a per-image and a global gain) start a new run from their network.
     g = hub.load_model(out)
     d = g.config.simple_channels
-    fit = RidgeFit(weight=np.full(2 * d[4] + d[3], 0.01), bias=0.2, alpha=1.0, cv_mse=0.0, cv_mse_mean=0.0)
-    headed = with_gain_head(g, fit)
-    cal = type(headed)(dataclasses.replace(headed.config, chroma_gain=1.3)).eval()
-    cal.load_state_dict(headed.state_dict())
-    hub.save_model(cal, tmp_path / "cal.safetensors")
+    hub.save_model(g, tmp_path / "cal.safetensors", calibration=ChromaCalibration(gain=1.3, head_weight=(0.01,) * (2 * d[4] + d[3]), head_bias=0.2))
     over2 = [f'data=[{{path="{photo_dir}"}}]', "cycles=0", f'init_generator="{tmp_path / "cal.safetensors"}"', "pretrain_g.steps=2"]
     out2 = run_training(load_config(TINY, over2), tmp_path / "run2", progress=False)
-    g2 = hub.load_model(out2)
-    assert not g2.config.adaptive_gain and g2.config.chroma_gain == 1.0
+    # Training never sees the calibration: the run's export is the bare network.
+    assert hub.read_calibration(out2).is_identity and "chroma_calibration" not in hub.read_metadata(out2)
 
 
 def test_train_cli_usage_errors(tmp_path, capsys):

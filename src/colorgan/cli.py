@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_cmd_train)
 
+    from colorgan.calibrate.cli import add_calibrate_parser
+
+    add_calibrate_parser(sub)
     from colorgan.eval.cli import add_evaluate_parser
 
     add_evaluate_parser(sub)

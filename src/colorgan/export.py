@@ -228,7 +228,8 @@ def export_onnx(
     path = Path(path)
     stride = int(getattr(model, "stride", 32))
     plain = plain_model(model)
-    config = getattr(model, "config", None)
+    calibration = getattr(model, "calibration", None)  # a CalibratedGenerator: record both parts
+    config = getattr(getattr(model, "net", model), "config", None)
     meta = {
         "format": ONNX_FORMAT,
         "kind": "generator",
@@ -242,6 +243,8 @@ def export_onnx(
     }
     if config is not None and dataclasses.is_dataclass(config):
         meta["config"] = json.dumps(dataclasses.asdict(config))
+    if calibration is not None:
+        meta["chroma_calibration"] = calibration.to_json()
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target, then renamed: a reader never sees half a file, and a failed
@@ -301,7 +304,7 @@ def add_export_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentPar
 def _cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from colorgan.models.hub import load_model, resolve_weights
+    from colorgan.models.hub import load_inference_model, resolve_weights
 
     out: Path = args.output
     if out.suffix.lower() != ".onnx":
@@ -312,7 +315,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 2
     try:
         source = resolve_weights(args.weights if args.weights else args.model)
-        model = load_model(source, device="cpu", dtype=torch.float32, expect_kind="generator")
+        # The network with its chroma calibration: the graph computes what `colorize` shows.
+        model = load_inference_model(source, device="cpu", dtype=torch.float32, expect_kind="generator")
     except ModelLoadError as e:
         print(f"colorgan: error: {e}", file=sys.stderr)
         return 2

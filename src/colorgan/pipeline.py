@@ -17,8 +17,6 @@ spectral norm folded into plain weights when the Colorizer loads it), or
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 import os
 import warnings
@@ -29,16 +27,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils import parametrize
 
 from colorgan import color
 from colorgan.errors import OutOfMemoryError
+from colorgan.models.fold import plain_model
 from colorgan.limits import MAX_RENDER_SIZE, MIN_RENDER_SIZE
 
 __all__ = [
     "Colorizer",
     "PreparedImage",
     "render_shape",
+    "resize_to_render",
+    "is_out_of_memory",
     "resolve_device",
     "MIN_RENDER_SIZE",
     "MAX_RENDER_SIZE",
@@ -96,7 +96,31 @@ def render_shape(height: int, width: int, render_size: int, multiple: int = 32) 
     return h, w
 
 
-def _is_oom(e: BaseException) -> bool:
+def resize_to_render(L: torch.Tensor, render_size: int, multiple: int = 32) -> torch.Tensor:
+    """L at the render shape the model sees: the one place L is resized for the network.
+
+    Antialiased when shrinking (aliasing in L would become colour noise), bilinear otherwise.
+    Idempotent: L already at its render shape comes back unchanged, so a caller (video) may
+    resize once and use the result twice (network and optical flow).
+
+    Args:
+        L: ``(B, 1, H, W)`` L in [0, 100].
+        render_size: target short side (see :func:`render_shape`).
+        multiple: the model's total stride.
+
+    Returns:
+        ``(B, 1, h, w)`` float32 L on ``L``'s device.
+    """
+    H, W = L.shape[-2:]
+    h, w = render_shape(H, W, render_size, multiple)
+    x = L.float()
+    if (h, w) != (H, W):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=h < H)
+    return x
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether an exception is a device (or host) running out of memory."""
     if isinstance(e, getattr(torch, "OutOfMemoryError", ())):
         return True
     msg = str(e).lower()
@@ -158,58 +182,6 @@ def _grey_luminance(rgb: np.ndarray, bit_depth: int) -> torch.Tensor | None:
         return None
     L = _grey_lut(bit_depth).take(q.astype(np.intp))
     return torch.from_numpy(L)[None, None]
-
-
-def plain_model(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in eval mode whose spectral-norm parametrisations are folded into weights.
-
-    In eval mode a spectrally normalised convolution uses ``W / sigma`` with a fixed ``sigma``
-    (the power iteration only runs in training), so replacing it by a plain convolution whose
-    weight is ``W / sigma`` gives the same outputs without recomputing ``sigma`` per call.
-
-    The copy is rebuilt from ``model.config`` with ``spectral_norm=False`` rather than by
-    removing parametrisations from a deep copy: ``torch.nn.utils.parametrize`` stores the
-    parametrised property on a class that a deep copy shares with the original, so removing it
-    from the copy would break the original model.
-
-    Args:
-        model: a generator (or any model whose ``config`` dataclass has ``spectral_norm``), or a
-            model without parametrisations.
-
-    Returns:
-        A new float32 CPU module in eval mode; ``model`` is not modified.
-
-    Raises:
-        TypeError: the model has parametrisations but no ``config.spectral_norm`` to rebuild from.
-    """
-    if not any(parametrize.is_parametrized(m) for m in model.modules()):
-        return copy.deepcopy(model).to("cpu", torch.float32).eval()
-    config = getattr(model, "config", None)
-    if config is None or not dataclasses.is_dataclass(config) or not hasattr(config, "spectral_norm"):
-        raise TypeError(f"cannot fold the parametrisations of a {type(model).__name__}")
-    plain = type(model)(dataclasses.replace(config, spectral_norm=False)).eval()
-    source = dict(model.named_modules())
-    own = model.state_dict()
-    state: dict[str, torch.Tensor] = {}
-
-    def cpu(v: torch.Tensor) -> torch.Tensor:
-        v = v.detach().to("cpu")
-        return (v.float() if v.is_floating_point() else v).clone()
-
-    was_training = model.training
-    model.eval()  # in training mode, reading a spectral-normed weight would run a power-iteration step
-    try:
-        with torch.no_grad():
-            for key in plain.state_dict():
-                if key in own:
-                    state[key] = cpu(own[key])
-                else:  # "a.b.weight" of the plain model is the parametrised value of module "a.b"
-                    prefix, name = key.rsplit(".", 1)
-                    state[key] = cpu(getattr(source[prefix], name))
-    finally:
-        model.train(was_training)
-    plain.load_state_dict(state, strict=True)
-    return plain.eval()
 
 
 class Colorizer:
@@ -283,7 +255,7 @@ class Colorizer:
             ValueError: an unknown backend.
         """
         from colorgan.errors import ModelLoadError
-        from colorgan.models.hub import load_model, resolve_weights
+        from colorgan.models.hub import load_inference_model, resolve_weights
 
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
@@ -303,7 +275,8 @@ class Colorizer:
             raise ModelLoadError(f"{path}: an ONNX file needs the ONNX backend (--backend onnx)")
         # The colorizer owns this model, so it runs the folded copy: spectral norm's per-call
         # W / sigma is fixed in eval mode, and recomputing it costs about 2x in bf16 on CPU.
-        model = plain_model(load_model(path, device="cpu", dtype=torch.float32))
+        # Its chroma calibration, if the file has one, is applied around the network.
+        model = plain_model(load_inference_model(path, device="cpu", dtype=torch.float32))
         return cls(model, device=device, dtype=dtype, name=label)
 
     # ------------------------------------------------------------------ tensor core
@@ -319,38 +292,49 @@ class Colorizer:
         Returns:
             ``(B, 2, h, w)`` ab in about [-110, 110] at render resolution, float32 on ``L``'s device.
         """
-        h, w = render_shape(L.shape[-2], L.shape[-1], render_size, self.stride)
-        x = L.to(self.device, torch.float32)
-        if (h, w) != tuple(x.shape[-2:]):
-            # Antialiased downsampling: aliasing in L would become colour noise.
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=(h < L.shape[-2]))
+        x = resize_to_render(L.to(self.device, torch.float32), render_size, self.stride)
         x = color.normalize_l(x.clamp(0, 100)).to(self.dtype)
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         ab = self.model(x)
         return color.denormalize_ab(ab.float()).contiguous().to(L.device)
 
-    def _predict_ab_safe(self, L: torch.Tensor, render_size: int) -> tuple[torch.Tensor, int]:
-        """predict_ab with an out-of-memory fallback to smaller render sizes (with a warning)."""
-        size = render_size
-        while True:
-            try:
-                return self.predict_ab(L, size), size
-            except Exception as e:  # noqa: BLE001 - only OOM is handled; the rest re-raised
-                if not _is_oom(e):
-                    raise
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if size <= MIN_RENDER_SIZE:
-                    raise OutOfMemoryError(
-                        f"out of memory on {self.device} even at render size {size}; "
-                        "try --device cpu or a smaller batch"
-                    ) from None
-                new = max(MIN_RENDER_SIZE, size // 2)
-                msg = f"out of memory at render size {size} on {self.device}; retrying at {new}"
-                warnings.warn(msg, RuntimeWarning, stacklevel=3)
-                log.warning(msg)
-                size = new
+    def predict_ab_safe(self, L: torch.Tensor, render_size: int = 256) -> torch.Tensor:
+        """:meth:`predict_ab` with the one out-of-memory policy of every caller (photos, folders, video).
+
+        When the device runs out of memory, a batch is split in halves first (same results,
+        less memory); a single image is then retried at half the render size, with a warning,
+        down to :data:`MIN_RENDER_SIZE` (never a silent grey image).
+
+        Returns:
+            ``(B, 2, h, w)`` ab as :meth:`predict_ab` gives it, at the render size that fitted.
+
+        Raises:
+            OutOfMemoryError: one image does not fit even at the smallest render size.
+        """
+        try:
+            return self.predict_ab(L, render_size)
+        except Exception as e:  # noqa: BLE001 - only OOM is handled; the rest re-raised
+            if not is_out_of_memory(e):
+                raise
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if L.shape[0] > 1:
+            half = L.shape[0] // 2
+            parts = [self.predict_ab_safe(L[:half], render_size), self.predict_ab_safe(L[half:], render_size)]
+            if parts[0].shape[-2:] != parts[1].shape[-2:]:  # one half fell back to a smaller size
+                parts = [F.interpolate(p, size=parts[0].shape[-2:], mode="bilinear", align_corners=False) for p in parts]
+            return torch.cat(parts)
+        if render_size <= MIN_RENDER_SIZE:
+            raise OutOfMemoryError(
+                f"out of memory on {self.device} even at render size {render_size}; "
+                "try --device cpu or a smaller batch"
+            ) from None
+        new = max(MIN_RENDER_SIZE, render_size // 2)
+        msg = f"out of memory at render size {render_size} on {self.device}; retrying at {new}"
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        log.warning(msg)
+        return self.predict_ab_safe(L, new)
 
     @torch.inference_mode()
     def colorize_tensor(self, rgb: torch.Tensor, render_size: int = 256) -> torch.Tensor:
@@ -365,8 +349,7 @@ class Colorizer:
         """
         _check_render_size(render_size)
         L = rgb.float() if rgb.shape[1] == 1 else color.rgb_to_l(rgb.float())
-        ab, _ = self._predict_ab_safe(L, render_size)
-        return color.merge_luminance(L, ab)
+        return color.merge_luminance(L, self.predict_ab_safe(L, render_size))
 
     # ------------------------------------------------------------------ arrays and images
 
@@ -427,19 +410,8 @@ class Colorizer:
         for i, L in enumerate(Ls):
             groups.setdefault(render_shape(L.shape[-2], L.shape[-1], render_size, self.stride), []).append(i)
         for (h, w), idx in groups.items():
-            small = torch.cat(
-                [
-                    F.interpolate(
-                        Ls[i].to(self.device, torch.float32),
-                        size=(h, w),
-                        mode="bilinear",
-                        align_corners=False,
-                        antialias=h < Ls[i].shape[-2],  # aliasing in L would become colour noise
-                    )
-                    for i in idx
-                ]
-            )
-            ab, _ = self._predict_ab_safe(small, render_size)
+            small = torch.cat([resize_to_render(Ls[i].to(self.device), render_size, self.stride) for i in idx])
+            ab = self.predict_ab_safe(small, render_size)
             for j, i in enumerate(idx):
                 out[i] = ab[j : j + 1].to(Ls[i].device)
         return out  # type: ignore[return-value]
@@ -468,13 +440,13 @@ class Colorizer:
         Returns:
             ``(H, W, 3)`` float32 sRGB in [0, 1].
         """
+        from colorgan import io as cio
+
         arr = np.asarray(rgb, dtype=np.float32)
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] != 3:
+        if arr.ndim != 2 and not (arr.ndim == 3 and arr.shape[2] == 3):
             raise ValueError(f"expected an (H, W, 3) or (H, W) array, got shape {arr.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].to(self.device)
-        return self.colorize_tensor(t, render_size)[0].permute(1, 2, 0).cpu().numpy()
+        # The same path as every other input: prepare (L, grey look-up), predict, merge.
+        return self.colorize_loaded(cio.from_array(arr), render_size)
 
     def colorize_loaded(self, loaded: "object", render_size: int = 256) -> np.ndarray:
         """Colourise a :class:`colorgan.io.LoadedImage`; returns ``(H, W, 3)`` float32 sRGB in [0, 1]."""

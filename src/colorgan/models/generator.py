@@ -10,7 +10,6 @@ predictions stay inside the ab range.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ from colorgan.models.encoders import ENCODERS, build_encoder
 from colorgan.models._config import config_from_dict
 from colorgan.models.layers import ConvBlock, PixelShuffleICNR, SelfAttention, check_l_input
 
-__all__ = ["ChromaGainHead", "GeneratorConfig", "SAUNet"]
+__all__ = ["GeneratorConfig", "SAUNet"]
 
 
 @dataclass(frozen=True)
@@ -37,16 +36,6 @@ class GeneratorConfig:
         spectral_norm: spectral normalisation on decoder convolutions.
         blur: blur after each PixelShuffle (against checkerboards).
         ab_bound: the head outputs ``ab_bound * tanh(x)`` in normalised ab units (ab / 110).
-        chroma_gain: a fixed scale on the predicted ab, set after training by calibration on
-            held-out photos (``python -m colorgan.eval.calibrate``) so that the model is as
-            colourful as real photos on average; 1 during training. Regression toward the mean
-            leaves every L1-trained colouriser desaturated; CIC's annealed-mean temperature is
-            the same kind of calibrated knob.
-        adaptive_gain: a per-image chroma gain from the encoder's global features
-            (:class:`ChromaGainHead`), fitted after training by ridge regression
-            (``python -m colorgan.eval.calibrate --adaptive``): a regression generator paints
-            every photo about equally colourful, and this lets a market scene be more colourful
-            than a foggy street. Multiplies with ``chroma_gain``.
     """
 
     encoder: str = "mobilenet_v2"
@@ -57,8 +46,6 @@ class GeneratorConfig:
     spectral_norm: bool = True
     blur: bool = True
     ab_bound: float = 1.0
-    chroma_gain: float = 1.0
-    adaptive_gain: bool = False
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -114,46 +101,6 @@ class _UnetBlock(nn.Module):
         return self.attn(self.conv2(self.conv1(x)))
 
 
-class ChromaGainHead(nn.Module):
-    """A per-image chroma gain predicted from the encoder's global features.
-
-    Features: the spatial means of the stride-32 and stride-16 encoder maps and the spatial
-    standard deviation of the stride-32 map; a linear layer maps them to a log gain, clamped to
-    [-log(max_gain), log(max_gain)]. Zero-initialised: gain 1, the plain network.
-
-    Shapes: ``s16 (B, c16, h, w), s32 (B, c32, h', w') -> (B, 1, 1, 1)`` float32 gain in
-    [1 / max_gain, max_gain].
-
-    The pooled features depend on the scale the encoder sees, so the head is fitted at one
-    render size (256, the default and recommended one) and is most faithful there.
-    """
-
-    max_gain = 2.0
-
-    def __init__(self, c16: int, c32: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(2 * c32 + c16, 1)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    @staticmethod
-    def features(s16: torch.Tensor, s32: torch.Tensor) -> torch.Tensor:
-        """``(B, 2 * c32 + c16)`` float32: [mean s32, mean s16, std s32] over space."""
-        s16, s32 = s16.float(), s32.float()
-        m32 = s32.mean((2, 3))
-        # The std as sqrt(E[x^2] - E[x]^2): plain reductions, which every ONNX runtime has.
-        sd32 = (s32.square().mean((2, 3)) - m32.square()).clamp_min(0.0).sqrt()
-        return torch.cat([m32, s16.mean((2, 3)), sd32], dim=1)
-
-    def forward(self, s16: torch.Tensor, s32: torch.Tensor) -> torch.Tensor:
-        bound = math.log(self.max_gain)
-        # In float32 whatever the model's dtype (bf16/fp16 inference): 737 weights cost nothing,
-        # and a sum over hundreds of pooled features is where half precision would drift.
-        w, b = self.linear.weight.float(), self.linear.bias.float()
-        z = nn.functional.linear(self.features(s16, s32), w, b).clamp(-bound, bound)
-        return z.exp()[:, :, None, None]
-
-
 class SAUNet(nn.Module):
     """Self-attention U-Net generator: normalised L -> normalised ab.
 
@@ -164,8 +111,9 @@ class SAUNet(nn.Module):
         encoder_weights: an explicit path to the encoder's weights file.
 
     Shapes: ``(B, 1, H, W)`` L / 50 - 1 in [-1, 1] -> ``(B, 2, H, W)`` ab / 110 in
-    [-ab_bound, ab_bound], times the per-image gain of the gain head when there is one (0.5-2),
-    times ``chroma_gain``. H and W must be multiples of 32 (the encoder's stride).
+    [-ab_bound, ab_bound]. H and W must be multiples of 32 (the encoder's stride). The chroma
+    calibration fitted after training is not part of the network: see
+    :mod:`colorgan.models.calibration`.
     """
 
     stride = 32
@@ -205,7 +153,6 @@ class SAUNet(nn.Module):
         self.head = nn.Conv2d(d1, 2, 1)
         nn.init.zeros_(self.head.weight)  # start from "no colour": a neutral, stable first output
         nn.init.zeros_(self.head.bias)
-        self.gain_head = ChromaGainHead(c16, c32) if config.adaptive_gain else None
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters of the pretrained encoder (frozen first, then fine-tuned at a lower rate)."""
@@ -217,6 +164,13 @@ class SAUNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in enc]
 
     def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+        """``l_norm (B, 1, H, W) -> ab_norm (B, 2, H, W)``."""
+        return self.forward_features(l_norm)[0]
+
+    def forward_features(self, l_norm: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The forward pass that also returns the encoder's stride-16 and stride-32 maps,
+        ``(ab_norm, (s16, s32))``, which the per-image chroma calibration reads. (A method, not a
+        flag of ``forward``: the TorchScript exporter passes every argument positionally.)"""
         H, W = check_l_input(l_norm, self.stride)
         s2, s4, s8, s16, s32 = self.encoder(l_norm)
         x = self.middle(s32)
@@ -225,6 +179,4 @@ class SAUNet(nn.Module):
         x = self.final_up(x)
         x = self.refine(torch.cat([x, l_norm.to(x.dtype)], dim=1))
         ab = self.config.ab_bound * torch.tanh(self.head(x))
-        if self.gain_head is not None:
-            ab = ab * self.gain_head(s16, s32).to(ab.dtype)
-        return ab * self.config.chroma_gain if self.config.chroma_gain != 1.0 else ab
+        return ab, (s16, s32)

@@ -3,7 +3,16 @@
 A weights file is self-describing: its metadata holds ``format = "colorgan"``, the model ``kind``
 (``generator``, ``critic``, ...), ``config`` (JSON of the config dataclass) and the package
 ``version``; loading rebuilds exactly that architecture and then loads the tensors strictly.
+A generator's chroma calibration, when it has one, is a separate metadata entry
+(``chroma_calibration``, :class:`~colorgan.models.calibration.ChromaCalibration`):
+:func:`load_model` returns the bare network (what training continues from),
+:func:`load_inference_model` the network with its calibration applied (what inference runs).
 No pickle is ever loaded. Shipped weights live in ``colorgan/weights/`` and are found by name.
+
+Files written before calibration moved out of the generator (ColorGAN 0.1.0 up to 2026-12-02)
+kept a global gain in the config (``chroma_gain``) and the per-image gain as state-dict tensors
+(``gain_head.linear.*``, with ``adaptive_gain`` in the config); they load unchanged, read as the
+same network and calibration (:func:`_split_legacy_calibration`, the one place that knows).
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import warnings
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn as nn
@@ -22,18 +31,25 @@ import torch.nn as nn
 from colorgan import __version__
 from colorgan.errors import ModelLoadError, WeightsNotFoundError
 
+if TYPE_CHECKING:
+    from colorgan.models.calibration import ChromaCalibration
+
 __all__ = [
     "kind_of",
     "FORMAT",
     "save_model",
     "load_model",
     "read_metadata",
+    "read_calibration",
+    "load_inference_model",
     "shipped_weights_path",
     "resolve_weights",
     "SHIPPED",
 ]
 
 FORMAT = "colorgan"
+#: Metadata key of a generator's chroma calibration (JSON of ChromaCalibration).
+CALIBRATION_KEY = "chroma_calibration"
 
 #: Names of models shipped inside the package -> file name in ``colorgan/weights``.
 SHIPPED: dict[str, str] = {
@@ -82,20 +98,29 @@ def save_model(
     *,
     dtype: torch.dtype | None = None,
     extra: dict[str, str] | None = None,
+    calibration: "ChromaCalibration | None" = None,
 ) -> Path:
     """Write ``model`` and its config to a safetensors file, atomically.
 
     Args:
-        model: a model with a ``config`` dataclass attribute (SAUNet, Critic, ...).
+        model: a model with a ``config`` dataclass attribute (SAUNet, Critic, ...), or a
+            :class:`~colorgan.models.calibration.CalibratedGenerator` (its network is saved and
+            its calibration stored in the metadata).
         path: target ``.safetensors`` path.
         dtype: store floating tensors in this dtype (``torch.float16`` halves the size).
         extra: further string metadata (training run, data, ...).
+        calibration: a chroma calibration to store with a generator (replaces a wrapper's).
 
     Returns:
         The path written.
     """
     from safetensors.torch import save_file
 
+    from colorgan.models.calibration import CalibratedGenerator
+
+    if isinstance(model, CalibratedGenerator):
+        calibration = model.calibration if calibration is None else calibration
+        model = model.net
     path = Path(path)
     tensors = {}
     for k, v in model.state_dict().items():
@@ -110,7 +135,11 @@ def save_model(
         "version": __version__,
     }
     if extra:
-        meta.update({k: str(v) for k, v in extra.items()})
+        meta.update({k: str(v) for k, v in extra.items() if k != CALIBRATION_KEY})
+    if calibration is not None and not calibration.is_identity:
+        if meta["kind"] != "generator":
+            raise ValueError(f"only a generator takes a chroma calibration, not a {meta['kind']}")
+        meta[CALIBRATION_KEY] = calibration.to_json()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -180,14 +209,17 @@ def load_model(
         warnings.warn(f"{path}: written by ColorGAN {meta.get('version')}, this is {__version__}", stacklevel=2)
     config_from_dict, build = builders[kind]
     try:
-        config = config_from_dict(json.loads(meta["config"]))
-        model = build(config)
-    except (ValueError, TypeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{path}: bad model config in metadata: {e}") from None
-    try:
         state = load_file(str(path))
     except Exception as e:
         raise ModelLoadError(f"{path}: corrupt weights ({type(e).__name__})") from None
+    try:
+        config_dict = json.loads(meta["config"])
+        if kind == "generator":
+            config_dict, state, _ = _split_legacy_calibration(config_dict, state)
+        config = config_from_dict(config_dict)
+        model = build(config)
+    except (ValueError, TypeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path}: bad model config in metadata: {e}") from None
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -200,6 +232,88 @@ def load_model(
     state = {k: v.to(own[k].dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True)
     return model.to(device=device, dtype=dtype).eval()
+
+
+_LEGACY_HEAD = ("gain_head.linear.weight", "gain_head.linear.bias")
+
+
+def _split_legacy_calibration(
+    config: dict[str, Any], state: dict[str, torch.Tensor]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], "ChromaCalibration | None"]:
+    """Take an older generator file's calibration out of its config and tensors.
+
+    Returns:
+        The config and tensors of the bare network, and the calibration they held (None when
+        they held none: a file of the current format, or an uncalibrated one).
+    """
+    from colorgan.models.calibration import MAX_GAIN, ChromaCalibration
+
+    if "chroma_gain" not in config and "adaptive_gain" not in config:
+        return config, state, None
+    config = dict(config)
+    gain = float(config.pop("chroma_gain", 1.0))
+    per_image = bool(config.pop("adaptive_gain", False))
+    head = [state.get(k) for k in _LEGACY_HEAD]
+    state = {k: v for k, v in state.items() if k not in _LEGACY_HEAD}
+    if not per_image:
+        return config, state, ChromaCalibration(gain=gain)
+    if head[0] is None or head[1] is None:
+        raise ValueError("an adaptive_gain generator without its gain_head tensors")
+    weight, bias = head[0].float().flatten().tolist(), float(head[1].float().flatten()[0])
+    return config, state, ChromaCalibration(gain=gain, head_weight=tuple(weight), head_bias=bias, max_gain=MAX_GAIN)
+
+
+def read_calibration(path: str | os.PathLike) -> "ChromaCalibration":
+    """The chroma calibration stored with a generator (identity when it has none).
+
+    Raises:
+        ModelLoadError: not ColorGAN weights, or a bad calibration entry.
+    """
+    from colorgan.models.calibration import ChromaCalibration
+
+    meta = read_metadata(path)
+    if meta["kind"] != "generator":
+        return ChromaCalibration()
+    try:
+        if CALIBRATION_KEY in meta:
+            return ChromaCalibration.from_json(meta[CALIBRATION_KEY])
+        config = json.loads(meta["config"])
+        if "chroma_gain" not in config and "adaptive_gain" not in config:
+            return ChromaCalibration()
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in _LEGACY_HEAD if k in f.keys()}
+        _, _, calibration = _split_legacy_calibration(config, state)
+    except (ValueError, TypeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path}: bad chroma calibration in metadata: {e}") from None
+    return calibration or ChromaCalibration()
+
+
+def load_inference_model(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    expect_kind: str | None = None,
+) -> nn.Module:
+    """The model of a weights file as inference runs it: a generator with its chroma calibration
+    applied (:class:`~colorgan.models.calibration.CalibratedGenerator`, or the bare network when
+    it has none); other kinds as :func:`load_model` gives them. In eval mode.
+
+    Raises:
+        ModelLoadError: foreign, corrupt, or mismatching file.
+    """
+    from colorgan.models.calibration import CalibratedGenerator, with_calibration
+
+    model = load_model(path, device=device, dtype=dtype, expect_kind=expect_kind)
+    try:
+        out = with_calibration(model, read_calibration(path))
+    except ValueError as e:  # a per-image gain that does not fit the network
+        raise ModelLoadError(f"{path}: {e}") from None
+    if isinstance(out, CalibratedGenerator):
+        out = out.to(device=device, dtype=dtype)
+    return out.eval()
 
 
 def shipped_weights_path(name: str = "default") -> Path | None:

@@ -25,7 +25,7 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -752,17 +752,9 @@ def run_training(
     torch.manual_seed(cfg.seed)
     generator = cfg.build_generator(pretrained=not cfg.init_generator)
     if cfg.init_generator:
+        # The bare network: a calibration stored with it is not part of it (hub.load_model).
         init = hub.load_model(cfg.init_generator, expect_kind=hub.kind_of(generator))
-        init_cfg = init.config
-        if getattr(init_cfg, "adaptive_gain", False) or getattr(init_cfg, "chroma_gain", 1.0) != 1.0:
-            # Shipped weights are calibrated after training (global gain, gain head); training
-            # goes on from the network itself, at gain 1, and is calibrated afresh afterwards.
-            from colorgan.eval.gain_head import without_gain_head
-
-            log.info("%s: calibrated weights; training starts from its network without the calibration", cfg.init_generator)
-            init = without_gain_head(init)
-            init_cfg = replace(init.config, chroma_gain=1.0)
-        if init_cfg != gen_cfg:
+        if init.config != gen_cfg:
             raise ValueError(f"{cfg.init_generator}: its architecture differs from the recipe's generator")
         generator.load_state_dict(init.state_dict())
     critic = Critic(crit_cfg)

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from colorgan.errors import ImageLoadError, OutOfMemoryError, OutputError
+from colorgan.errors import ImageLoadError, OutputError
 from colorgan.io import atomic_write, fsync_directory
 
 from .media import OUTPUT_FORMATS, DecodedFrame, EncoderSettings, FrameReader, SegmentWriter, VideoInfo, frame_to_rgb, mux_output, probe
@@ -309,25 +309,6 @@ def _inference_mode(fn: Callable) -> Callable:
     return wrapper
 
 
-def _predict(colorizer: Any, L: Any, render_size: int) -> Any:
-    """predict_ab, splitting the batch when the device runs out of memory."""
-    from colorgan.pipeline import _is_oom
-
-    try:
-        return colorizer.predict_ab(L, render_size)
-    except Exception as e:  # noqa: BLE001 - only out-of-memory is handled
-        if not _is_oom(e):
-            raise
-        import torch
-
-        if colorizer.device.type == "cuda":
-            torch.cuda.empty_cache()
-        if L.shape[0] == 1:
-            raise OutOfMemoryError(f"out of memory on {colorizer.device} at render size {render_size}; try a smaller --render-size or --device cpu") from None
-        half = L.shape[0] // 2
-        return torch.cat([_predict(colorizer, L[:half], render_size), _predict(colorizer, L[half:], render_size)])
-
-
 @_inference_mode
 def _colour_batch(
     colorizer: Any, stab: TemporalStabilizer, frames: list[Any], info: VideoInfo, render_size: int
@@ -343,22 +324,20 @@ def _colour_batch(
     import torch.nn.functional as F
 
     from colorgan import color
-    from colorgan.pipeline import render_shape
+    from colorgan.pipeline import resize_to_render
 
     Ls = [luminance(frame_to_rgb(f, info)) for f in frames]
     L = torch.from_numpy(np.stack(Ls))[:, None].to(colorizer.device)
     k_rot = int(round(info.rotation / 90.0)) % 4  # the network sees frames upright
     L_model = torch.rot90(L, k_rot, dims=(2, 3)) if k_rot else L
     # L at render size, made once and used twice: by the network and by the flow. It is resized
-    # exactly as Colorizer.predict_ab_batch resizes a photo (antialiased only when shrinking), so
-    # a frame colourises as the same picture would as a still; predict_ab then finds it already
-    # at its render shape (render_shape is idempotent) and does not resize it again.
-    H, W = L_model.shape[-2:]
-    h, w = render_shape(H, W, render_size, colorizer.stride)
-    L_small = L_model.float()
-    if (h, w) != (H, W):
-        L_small = F.interpolate(L_small, size=(h, w), mode="bilinear", align_corners=False, antialias=h < H)
-    ab_raw = _predict(colorizer, L_small, render_size).float().cpu()
+    # by the function that resizes a photo, so a frame colourises as the same picture would as a
+    # still; predict_ab then finds it already at its render shape and does not resize it again.
+    L_small = resize_to_render(L_model, render_size, colorizer.stride)
+    ab_raw = colorizer.predict_ab_safe(L_small, render_size).float()
+    if ab_raw.shape[-2:] != L_small.shape[-2:]:  # out of memory: predicted at a smaller render size
+        ab_raw = F.interpolate(ab_raw, size=L_small.shape[-2:], mode="bilinear", align_corners=False)
+    ab_raw = ab_raw.cpu()
     raw = [a.numpy() for a in ab_raw]
     outs, steps = [], []
     for Ls_i, ab_i in zip(L_small[:, 0].cpu().numpy(), raw):  # in display order: each frame builds on the previous one

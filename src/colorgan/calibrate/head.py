@@ -1,14 +1,11 @@
-"""Fit a generator's per-image chroma gain (:class:`colorgan.models.generator.ChromaGainHead`).
+"""The per-image chroma gain: fitted by ridge regression on training photos.
 
 A generator trained to regress colour paints every photo about equally colourful: on the
 held-out photos v0.3's per-image colourfulness correlates only 0.29 with the truth's, and most of
-its ΔCF sits in the most colourful photos. The head predicts, from the encoder's global
-features of the grey photo, how much more (or less) colourful this photo should be than the
-network paints it: ``log(CF(truth) / CF(output))``. It is fitted by ridge regression, in closed
-form, on *training* photos; the network's weights do not change:
-
-    python -m colorgan.eval.calibrate --weights W --data HELDOUT --adaptive \\
-        --fit-config configs/default.toml --fit-images 1200 --gains 1.0 --out adaptive.safetensors
+its ΔCF sits in the most colourful photos. The per-image gain predicts, from the encoder's pooled
+features of the grey photo (:func:`colorgan.models.calibration.gain_features`), how much more (or
+less) colourful this photo should be than the network paints it: ``log(CF(truth) / CF(output))``.
+It is fitted in closed form on *training* photos; the network's weights do not change.
 
 Photos follow the 256 px protocol of the evaluation (short side 256, centre crop) at render size
 256, the default render size. The pooled features depend on the scale the encoder sees and, a
@@ -20,7 +17,6 @@ photos v0.5's head gives the full frame at render size 256 a gain that differs f
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -31,7 +27,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["GainSamples", "collect_samples", "RidgeFit", "fit_ridge", "with_gain_head", "without_gain_head", "training_files"]
+from colorgan.models.calibration import MAX_GAIN, ChromaCalibration
+
+__all__ = ["GainSamples", "collect_samples", "RidgeFit", "fit_ridge", "head_calibration", "training_files"]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +42,7 @@ class GainSamples:
     """Per-photo data for the fit.
 
     Attributes:
-        features: ``(N, D)`` float64, :meth:`ChromaGainHead.features` of each photo.
+        features: ``(N, D)`` float64, :func:`~colorgan.models.calibration.gain_features` of each photo.
         cf_output: ``(N,)`` CF of the network's output at gain 1 (0-255 scale).
         cf_truth: ``(N,)`` CF of the photo.
         files: the N photos used (unreadable and greyscale ones are left out).
@@ -61,23 +59,7 @@ class GainSamples:
         return np.log(np.maximum(self.cf_truth, _CF_FLOOR) / np.maximum(self.cf_output, _CF_FLOOR))
 
 
-def without_gain_head(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of the network with no gain head (the head is fitted against the plain network).
-
-    Always a copy, so that running it (eval mode, another device, channels-last) leaves the
-    caller's model as it was.
-    """
-    from colorgan.models.generator import SAUNet
-
-    if not isinstance(model, SAUNet):
-        raise ValueError("only the ColorGAN generator (SAUNet) has a chroma gain head")
-    if not model.config.adaptive_gain:
-        return copy.deepcopy(model).eval()
-    plain = SAUNet(dataclasses.replace(model.config, adaptive_gain=False))
-    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("gain_head.")})
-    return plain.eval()
-
-
+@torch.inference_mode()
 def collect_samples(
     model: torch.nn.Module,
     files: Sequence[str | os.PathLike],
@@ -86,48 +68,40 @@ def collect_samples(
     render_size: int = 256,
     device: str | torch.device = "cpu",
 ) -> GainSamples:
-    """Run the plain network (no gain head, its own ``chroma_gain``) on colour photos.
+    """Run the bare network on colour photos: its features and the CF of its output and truth.
 
     Args:
-        model: a SAUNet; a gain head it has is ignored.
+        model: a SAUNet (the bare network: a calibration is never part of it; the network of a
+            :class:`~colorgan.models.calibration.CalibratedGenerator` is used without its gain).
         files: colour photos (training photos for the fit; held-out ones to check it).
         size: protocol size (short side resized to it, then centre-cropped square).
         render_size: short side the network sees.
         device: where the network runs.
     """
     from colorgan import color
-    from colorgan.eval.calibrate import protocol_predictions
+    from colorgan.calibrate.gain import protocol_photos
     from colorgan.eval.metrics import colourfulness
-    from colorgan.models.generator import ChromaGainHead
-    from colorgan.pipeline import Colorizer
+    from colorgan.models.calibration import gain_features
+    from colorgan.models.fold import plain_model
+    from colorgan.pipeline import resize_to_render
 
-    plain = without_gain_head(model)
-    colorizer = Colorizer(plain, device=device)
-    seen: dict[str, torch.Tensor] = {}
-
-    def grab(_module: torch.nn.Module, _inputs: object, out: tuple[torch.Tensor, ...]) -> None:
-        # The encoder returns its maps at strides 2, 4, 8, 16 and 32; the head reads the last two.
-        seen["f"] = ChromaGainHead.features(out[3], out[4]).detach().cpu().double()
-
+    net = plain_model(getattr(model, "net", model)).to(device)
+    if not hasattr(net, "forward_features"):
+        raise ValueError(f"a per-image chroma gain needs the generator's encoder features; a {type(net).__name__} has none")
     feats: list[np.ndarray] = []
     cf_out: list[float] = []
     cf_true: list[float] = []
     used: list[str] = []
-    hook = plain.encoder.register_forward_hook(grab)
-    try:
-        # The hook has seen this photo's forward pass by the time its prediction is yielded.
-        for p in protocol_predictions(colorizer, files, size=size, render_size=render_size):
-            if "f" not in seen or seen["f"].shape[0] != 1:
-                raise RuntimeError("the encoder was not run once per photo; cannot read its features")
-            out = color.merge_luminance(p.L, p.ab)[0].permute(1, 2, 0).numpy()
-            feats.append(seen.pop("f")[0].numpy())
-            cf_out.append(colourfulness(out))
-            cf_true.append(colourfulness(p.truth))
-            used.append(p.file)
-    finally:
-        hook.remove()
+    for p in protocol_photos(files, size=size):
+        x = color.normalize_l(resize_to_render(p.L.to(device), render_size, net.stride).clamp(0, 100))
+        ab_norm, (s16, s32) = net.forward_features(x)
+        out = color.merge_luminance(p.L, color.denormalize_ab(ab_norm.float()).cpu())[0].permute(1, 2, 0).numpy()
+        feats.append(gain_features(s16, s32)[0].cpu().double().numpy())
+        cf_out.append(colourfulness(out))
+        cf_true.append(colourfulness(p.truth))
+        used.append(p.file)
     if not used:
-        raise ValueError("no colour photos to fit the gain head on")
+        raise ValueError("no colour photos to fit the per-image gain on")
     return GainSamples(np.stack(feats), np.array(cf_out), np.array(cf_true), used)
 
 
@@ -222,20 +196,9 @@ def fit_ridge(
     return RidgeFit(weight=weight, bias=float(b - mu @ weight), alpha=float(best), cv_mse=errors[best] / n, cv_mse_mean=err_mean / n)
 
 
-def with_gain_head(model: torch.nn.Module, fit: RidgeFit) -> torch.nn.Module:
-    """A copy of ``model`` whose gain head applies ``fit`` (log gain, clamped to the head's range)."""
-    from colorgan.models.generator import SAUNet
-
-    plain = without_gain_head(model)
-    out = SAUNet(dataclasses.replace(plain.config, adaptive_gain=True))
-    state = plain.state_dict()
-    assert out.gain_head is not None
-    if fit.weight.shape != (out.gain_head.linear.in_features,):
-        raise ValueError(f"the fit has {fit.weight.shape[0]} weights; this network's head takes {out.gain_head.linear.in_features}")
-    state["gain_head.linear.weight"] = torch.from_numpy(fit.weight).float()[None]
-    state["gain_head.linear.bias"] = torch.tensor([fit.bias], dtype=torch.float32)
-    out.load_state_dict(state)
-    return out.eval()
+def head_calibration(fit: RidgeFit, gain: float = 1.0) -> ChromaCalibration:
+    """The calibration that applies ``fit`` as the per-image log gain (clamped to +-log MAX_GAIN), times ``gain``."""
+    return ChromaCalibration(gain=gain, head_weight=tuple(float(v) for v in fit.weight), head_bias=float(fit.bias), max_gain=MAX_GAIN)
 
 
 def training_files(config_path: str | os.PathLike | None, n: int, seed: int = 0) -> list[Path]:
