@@ -242,3 +242,28 @@ def test_infinite_count_is_a_usage_error_not_a_traceback(tmp_path, capsys):
         main(["colorize", str(tmp_path), "-o", str(tmp_path / "out"), "--threads", "inf"])
     assert e.value.code == 2
     assert "not a number: 'inf'" in capsys.readouterr().err
+
+
+def _subparsers(parser):
+    """(prog, parser) of every subcommand, nested ones (``study prepare``) too."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield sub.prog, sub
+                yield from _subparsers(sub)
+
+
+def test_every_option_of_every_subcommand_is_in_the_readme():
+    """A newcomer reads the README, not --help: an option missing there does not exist for them."""
+    from colorgan.cli import build_parser
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = []
+    for prog, sub in _subparsers(build_parser()):
+        for action in sub._actions:
+            longs = [o for o in action.option_strings if o.startswith("--") and o != "--help"]
+            if longs and not any(o in readme for o in longs):
+                missing.append(f"{prog} {longs[0]}")
+    assert not missing, f"options not documented in README.md: {missing}"

@@ -130,6 +130,59 @@ def test_oom_falls_back_to_smaller_render_size(tiny_colorizer):
     assert model.sizes[:3] == [256, 128, 64]
 
 
+class _OOMAboveBatch(torch.nn.Module):
+    """Failure injection: raises OOM for batches larger than ``limit``."""
+
+    stride = 32
+
+    def __init__(self, inner: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.inner, self.limit, self.batches = inner, limit, []
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return self.inner(x)
+
+
+def test_oom_splits_a_batch_before_lowering_the_render_size(tiny_colorizer):
+    """The one policy of every caller (photos, folders, video frames): halves of the batch first,
+    which gives the same colours; a smaller render size only for a single image."""
+    model = _OOMAboveBatch(tiny_colorizer.model, limit=1)
+    c = Colorizer(model, device="cpu")
+    L = torch.rand(4, 1, 64, 96, generator=torch.Generator().manual_seed(0)) * 100
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no render-size fallback, so no warning
+        ab = c.predict_ab_safe(L, 64)
+    assert model.batches == [4, 2, 1, 1, 2, 1, 1]
+    assert torch.allclose(ab, tiny_colorizer.predict_ab(L, 64), atol=1e-5)
+
+
+def test_every_caller_resizes_l_the_same_way(tiny_colorizer):
+    from colorgan.pipeline import render_shape, resize_to_render
+
+    L = torch.rand(1, 1, 300, 420, generator=torch.Generator().manual_seed(1)) * 100
+    small = resize_to_render(L, 128)
+    assert small.shape[-2:] == render_shape(300, 420, 128)
+    assert torch.equal(resize_to_render(small, 128), small)  # idempotent: video resizes once for network and flow
+    # A photo, an array and a batch all give the ab of the one resize.
+    ab = tiny_colorizer.predict_ab(small, 128)
+    assert torch.equal(tiny_colorizer.predict_ab(L, 128), ab)
+    assert torch.equal(tiny_colorizer.predict_ab_batch([L], 128)[0], ab)
+
+
+def test_colorize_array_takes_the_same_path_as_colorize(tiny_colorizer):
+    grey = _grey_photo()
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32) / 255.0
+    out = tiny_colorizer.colorize_array(rgb, render_size=64)
+    assert out.dtype == np.float32 and out.shape == rgb.shape
+    assert np.array_equal(out, tiny_colorizer.colorize(rgb, render_size=64))
+    assert np.array_equal(tiny_colorizer.colorize_array(rgb[..., 0], render_size=64), out)
+
+
 def test_oom_at_smallest_size_is_a_clear_error(tiny_colorizer):
     c = Colorizer(_OOMAbove(tiny_colorizer.model, limit=0), device="cpu")
     with pytest.warns(RuntimeWarning), pytest.raises(OutOfMemoryError, match="out of memory"):
