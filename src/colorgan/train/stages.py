@@ -353,6 +353,21 @@ def _accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
     return 0.5 * ((real_logits > 0).float().mean().item() + (fake_logits < 0).float().mean().item())
 
 
+def _critic_step(g: nn.Module, cw: nn.Module, opt_c: torch.optim.Optimizer, l_in: torch.Tensor, l: torch.Tensor, ab_true: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, float]:
+    """One critic update on reals and the generator's detached fakes; returns (loss, accuracy)."""
+    with torch.no_grad(), ctx.autocast():
+        ab_fake = g(l_in).float()
+    with ctx.autocast():
+        # Real and fake in one forward: DDP needs one forward per backward.
+        logits = cw(torch.cat([_critic_input(l, ab_true), _critic_input(l, ab_fake)])).float()
+    real, fake = logits.chunk(2)
+    loss = critic_loss(real, fake)
+    opt_c.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_c.step()
+    return loss, _accuracy(real, fake)
+
+
 class GeneratorPretraining(Stage):
     """The generator alone, with its method's objective (:mod:`colorgan.train.objectives`); the
     encoder frozen for the first ``freeze_encoder_frac`` of the steps, then fine-tuned at a lower
@@ -472,19 +487,8 @@ class CriticPretraining(Stage):
         return self.ctx.loader(self.stream, self.cfg.size, self.cfg.batch_size, start, self.cfg.steps)
 
     def step(self, batch: dict, step: int) -> dict[str, Any]:
-        ctx = self.ctx
-        l_in, l, ab_true = _batch_tensors(batch, ctx)
-        with torch.no_grad(), ctx.autocast():
-            ab_fake = _unwrap(self.g)(l_in).float()
-        with ctx.autocast():
-            # Real and fake in one forward: DDP needs one forward per backward.
-            logits = self.cw(torch.cat([_critic_input(l, ab_true), _critic_input(l, ab_fake)])).float()
-        real, fake = logits.chunk(2)
-        loss = critic_loss(real, fake)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.accs = (self.accs + [_accuracy(real, fake)])[-50:]
+        loss, acc = _critic_step(_unwrap(self.g), self.cw, self.opt, *_batch_tensors(batch, self.ctx), self.ctx)
+        self.accs = (self.accs + [acc])[-50:]
         return {"loss_c": loss, "critic_acc": sum(self.accs) / len(self.accs)}
 
     def result(self) -> dict[str, Any]:
@@ -551,16 +555,8 @@ class GanPhase(Stage):
         ctx, cfg, g, c = self.ctx, self.cfg, self.g, self.c
         l_in, l, ab_true = _batch_tensors(batch, ctx)
         # 1) critic on detached fakes and reals
-        with torch.no_grad(), ctx.autocast():
-            ab_fake = g(l_in).float()
-        with ctx.autocast():
-            logits = self.cw(torch.cat([_critic_input(l, ab_true), _critic_input(l, ab_fake)])).float()
-        real, fake = logits.chunk(2)
-        loss_c = critic_loss(real, fake)
-        self.opt_c.zero_grad(set_to_none=True)
-        loss_c.backward()
-        self.opt_c.step()
-        self.accs = (self.accs + [_accuracy(real, fake)])[-cfg.eval_every :]
+        loss_c, acc = _critic_step(g, self.cw, self.opt_c, l_in, l, ab_true, ctx)
+        self.accs = (self.accs + [acc])[-cfg.eval_every :]
         # 2) generator with the critic frozen (the unwrapped critic: no DDP hooks)
         c.requires_grad_(False)
         with ctx.autocast():
