@@ -437,3 +437,47 @@ def test_plateau_resumed_from_an_older_score_formula_forgets_its_best():
     same = Plateau(patience=2, min_evals=1)
     same.load_state_dict(old.state_dict())
     assert same.update(2, 1.1, 0.8)[0] is False
+
+
+def test_one_command_trains_finetunes_and_calibrates_and_resumes(tmp_path, photo_dir, capsys):
+    """`colorgan train` runs the whole recipe into one folder: NoGAN stages, the colour fine-tuning
+    and the calibration (RUN/final.safetensors); --resume after a stop anywhere ends in the same file."""
+    import json
+
+    from colorgan.cli import main
+    from colorgan.models import hub
+    from colorgan.recipe import load_recipe, run_recipe
+
+    over = ["cycles=1", "finetune.steps=4", "finetune.sizes=[64]", "finetune.feature_weight=0.0", "finetune.cf_weight=1.0",
+            "finetune.chroma_weight=1.0", "finetune.checkpoint_every=2", "finetune.eval_every=2",
+            "calibrate.enabled=true", "calibrate.fit_images=8", "calibrate.gains=[0.9,1.0,1.3]", "calibrate.target=0.0"]
+    args = ["train", "--config", str(TINY), "--data", str(photo_dir), "-q"]
+    assert main([*args, "--out", str(tmp_path / "ref"), *[x for o in over for x in ("--set", o)]]) == 0
+    assert "calibrated generator" in capsys.readouterr().err
+    ref = tmp_path / "ref"
+    done = json.loads((ref / "progress.json").read_text())["done"]
+    assert list(done)[-1] == "03_finetune" and (ref / "stages" / "03_finetune" / "log.csv").exists()
+    cal = hub.read_calibration(ref / "final.safetensors")
+    assert cal.per_image and cal.gain == 0.9  # target 0: the smallest gain
+    assert hub.read_calibration(ref / "generator.safetensors").is_identity  # training's export stays bare
+    record = json.loads((ref / "calibration.json").read_text())
+    assert record["rule"] == "target" and record["gain_head"]["photos"] >= 4
+    # Killed in the fine-tuning, resumed: the same final file (calibration included).
+    recipe = load_recipe(TINY, [f'data=[{{path="{photo_dir}"}}]', *over])
+    from colorgan.train.stages import _Interrupted
+
+    with pytest.raises(_Interrupted):
+        run_recipe(recipe, tmp_path / "killed", progress=False, stop_after=14)
+    out = run_recipe(recipe, tmp_path / "killed", progress=False, resume=True)
+    assert out.name == "final.safetensors" and _files_equal(out, ref / "final.safetensors")
+    # A finished run resumed again redoes nothing.
+    stamp = out.stat().st_mtime_ns
+    assert run_recipe(recipe, tmp_path / "killed", progress=False, resume=True) == out and out.stat().st_mtime_ns == stamp
+
+
+def test_recipe_config_errors_name_the_key():
+    from colorgan.recipe import load_recipe
+
+    for bad, match in ((["calibrate.nope=1"], "calibrate"), (["calibrate.rule=\"best\""], "rule"), (["finetune.steps=\"x\""], "finetune")):
+        with pytest.raises(ValueError, match=match):
+            load_recipe(TINY, bad)

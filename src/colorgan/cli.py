@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a generator with the NoGAN recipe",
         description="Run a NoGAN recipe: pretrain the generator, then cycles of critic pretraining and a short "
-        "GAN phase that stops by itself at the inflection point. Resumable; works under torchrun.",
+        "GAN phase that stops by itself at the inflection point, an optional fine-tuning with the colour losses "
+        "and, with a [calibrate] table, the chroma calibration (RUN/final.safetensors). Resumable; works under torchrun.",
     )
     t.add_argument("--config", type=Path, default=None, help="a TOML recipe (default: built-in defaults)")
     t.add_argument("--data", action="append", default=[], metavar="[NAME=]DIR[:WEIGHT]", help="a folder of colour photos (repeat to mix; weights optional)")
@@ -357,15 +358,19 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from colorgan.pipeline import resolve_device
-    from colorgan.train.config import SourceConfig, load_config, with_data
+    from colorgan.recipe import load_recipe
+    from colorgan.train.config import SourceConfig, with_data
     from colorgan.train.data import parse_source
 
     try:
-        cfg = load_config(args.config, args.set)
+        recipe = load_recipe(args.config, args.set)
         if args.data:
             sources = [parse_source(d) for d in args.data]
-            cfg = with_data(cfg, [SourceConfig(str(s.path), s.weight, s.name) for s in sources])
+            recipe = replace(recipe, train=with_data(recipe.train, [SourceConfig(str(s.path), s.weight, s.name) for s in sources]))
+        cfg = recipe.train
         device = resolve_device(args.device)
     except (ValueError, TypeError) as e:
         print(f"colorgan: error: {e}", file=sys.stderr)
@@ -374,11 +379,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not Path(src.path).exists():
             print(f"colorgan: error: {src.path}: no such data folder", file=sys.stderr)
             return 2
-    from colorgan.train.stages import run_training
+    from colorgan.recipe import run_recipe
 
     logging.getLogger("colorgan").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
-        out = run_training(cfg, args.out, device=device, resume=args.resume, val_dirs=args.val or None, progress=not args.quiet)
+        out = run_recipe(recipe, args.out, device=device, resume=args.resume, val_dirs=args.val or None, progress=not args.quiet)
     except FileExistsError as e:
         print(f"colorgan: error: {e}", file=sys.stderr)
         return 2
@@ -389,7 +394,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"colorgan: error: {e}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"trained generator: {out}", file=sys.stderr)
+        print(f"trained {'and calibrated ' if out.name != 'generator.safetensors' else ''}generator: {out}", file=sys.stderr)
     return 0
 
 

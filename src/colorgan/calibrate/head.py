@@ -22,14 +22,17 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from colorgan.models.calibration import MAX_GAIN, ChromaCalibration
 
-__all__ = ["GainSamples", "collect_samples", "RidgeFit", "fit_ridge", "head_calibration", "training_files"]
+if TYPE_CHECKING:
+    from colorgan.train.config import TrainConfig
+
+__all__ = ["GainSamples", "collect_samples", "RidgeFit", "fit_ridge", "head_calibration", "training_files", "heldout_files"]
 
 log = logging.getLogger(__name__)
 
@@ -201,33 +204,69 @@ def head_calibration(fit: RidgeFit, gain: float = 1.0) -> ChromaCalibration:
     return ChromaCalibration(gain=gain, head_weight=tuple(float(v) for v in fit.weight), head_bias=float(fit.bias), max_gain=MAX_GAIN)
 
 
-def training_files(config_path: str | os.PathLike | None, n: int, seed: int = 0) -> list[Path]:
-    """About ``n`` training photos in the training mix's proportions, never a held-out one.
+def _recipe(config: "TrainConfig | str | os.PathLike | None") -> "tuple[TrainConfig, str]":
+    """A training recipe given as a TrainConfig or a TOML path, and how to name it in errors."""
+    from colorgan.train.config import TrainConfig, load_config
 
-    The folders, weights and hold-out rule are the training config's (``[[data]]``,
-    ``val.holdout_every``), so that these are photos the network was trained on and the
-    held-out photos stay unseen.
-    """
-    from colorgan.train.config import load_config
+    if isinstance(config, TrainConfig):
+        where = "the recipe"
+        cfg = config
+    else:
+        if config is not None and Path(config).is_dir():
+            raise ValueError(f"{config}: a folder, not a training recipe (.toml)")
+        where = str(config)
+        cfg = load_config(config)
+    if not cfg.data:
+        raise ValueError(f"{where}: no [[data]] folders")
+    return cfg, where
+
+
+def _split_folders(config: "TrainConfig | str | os.PathLike | None") -> "list[tuple[str, float, list[Path], list[Path]]]":
+    """``(folder, weight, training files, held-out files)`` of each ``[[data]]`` folder of a recipe,
+    split by the recipe's own hold-out rule (``val.holdout_every``, LFW by person)."""
     from colorgan.train.data import holdout_split, scan_images
 
-    if config_path is not None and Path(config_path).is_dir():
-        raise ValueError(f"{config_path}: a folder, not a training recipe (.toml)")
-    cfg = load_config(config_path)
-    if not cfg.data:
-        raise ValueError(f"{config_path}: no [[data]] folders")
-    total = sum(s.weight for s in cfg.data)
-    rng = random.Random(seed)
-    picked: list[Path] = []
+    cfg, where = _recipe(config)
+    out = []
     for src in cfg.data:
         try:
             files = scan_images(src.path)
         except (OSError, ValueError) as e:
-            raise ValueError(f"{config_path}: {e}") from None
-        train, _ = holdout_split(files, cfg.val.holdout_every)
-        want = max(1, round(n * src.weight / total))
+            raise ValueError(f"{where}: {e}") from None
+        train, held = holdout_split(files, cfg.val.holdout_every)
+        out.append((src.path, src.weight, train, held))
+    return out
+
+
+def training_files(config: "TrainConfig | str | os.PathLike | None", n: int, seed: int = 0) -> list[Path]:
+    """About ``n`` training photos in the training mix's proportions, never a held-out one.
+
+    The folders, weights and hold-out rule are the training recipe's (``[[data]]``,
+    ``val.holdout_every``), so that these are photos the network was trained on and the
+    held-out photos stay unseen.
+
+    Args:
+        config: the recipe, or the path of its TOML file.
+        n: about how many photos.
+        seed: which ones.
+    """
+    folders = _split_folders(config)
+    total = sum(w for _, w, _, _ in folders)
+    rng = random.Random(seed)
+    picked: list[Path] = []
+    for path, weight, train, _ in folders:
+        want = max(1, round(n * weight / total))
         if not train:
-            log.warning("%s: no training photos", src.path)
+            log.warning("%s: no training photos", path)
             continue
         picked += rng.sample(train, min(want, len(train)))
+    return picked
+
+
+def heldout_files(config: "TrainConfig | str | os.PathLike | None", per_folder: int | None = None) -> list[Path]:
+    """The photos a recipe holds out of its training folders: the first ``per_folder`` of each
+    folder by file name (None: all), so that a large folder (faces) does not swamp the rest."""
+    picked: list[Path] = []
+    for _, _, _, held in _split_folders(config):
+        picked += sorted(held)[:per_folder] if per_folder is not None else sorted(held)
     return picked

@@ -3,7 +3,7 @@
 A recipe names the networks, the data mix, the degradations, the validation set and the NoGAN
 schedule::
 
-    pretrain_g  ->  cycles x (pretrain_c -> gan)
+    pretrain_g  ->  cycles x (pretrain_c -> gan)  ->  finetune (when finetune.steps > 0)
 
 Every field has a default, so a TOML file only states what differs. ``asdict(config)`` is
 stored in every checkpoint and exported model.
@@ -32,6 +32,8 @@ __all__ = [
     "SourceConfig",
     "TrainConfig",
     "load_config",
+    "read_values",
+    "build_dataclass",
     "apply_overrides",
 ]
 
@@ -170,14 +172,17 @@ class TrainConfig:
     pretrain_g: PretrainGConfig = field(default_factory=PretrainGConfig)
     pretrain_c: PretrainCConfig = field(default_factory=PretrainCConfig)
     gan: GanConfig = field(default_factory=GanConfig)
+    # The generator once more after the GAN cycles, typically with the colour losses (cf_weight,
+    # chroma_weight), a small learning rate and the encoder unfrozen; 0 steps: no such stage.
+    finetune: PretrainGConfig = field(default_factory=lambda: PretrainGConfig(steps=0, sizes=(128,), lr=1e-4, freeze_encoder_frac=0.0))
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.feature_net not in ("mobilenet_v2", "vgg19", "none"):
             raise ValueError(f"feature_net must be mobilenet_v2, vgg19 or none, got {self.feature_net!r}")
-        if self.feature_net == "none" and (self.pretrain_g.feature_weight > 0 or self.gan.feature_weight > 0):
-            raise ValueError("feature_net = 'none' needs pretrain_g.feature_weight = 0 and gan.feature_weight = 0")
+        if self.feature_net == "none" and (self.pretrain_g.feature_weight > 0 or self.gan.feature_weight > 0 or (self.finetune.steps > 0 and self.finetune.feature_weight > 0)):
+            raise ValueError("feature_net = 'none' needs pretrain_g.feature_weight = 0, gan.feature_weight = 0 and finetune.feature_weight = 0")
         if self.cycles < 0:
             raise ValueError("cycles must be >= 0")
 
@@ -263,11 +268,11 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a TOML recipe (or the defaults when ``path`` is None) and apply overrides.
+def read_values(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A TOML recipe as nested dicts (empty when ``path`` is None), with overrides applied.
 
     Raises:
-        ValueError: unknown keys, wrong types, or unreadable TOML (the message names the key).
+        ValueError: a missing or unreadable file, or a malformed override.
     """
     values: dict[str, Any] = {}
     if path is not None:
@@ -277,8 +282,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ValueError(f"{path}: no such config file") from None
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"{path}: not valid TOML ({e})") from None
-    apply_overrides(values, overrides or [])
-    return _build(TrainConfig, values, "")
+    return apply_overrides(values, overrides or [])
+
+
+def build_dataclass(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    """A frozen config dataclass from nested dicts (``[where]`` names the section in errors).
+
+    Raises:
+        ValueError: unknown keys or wrong types.
+    """
+    return _build(cls, values, where)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a TOML recipe (or the defaults when ``path`` is None) and apply overrides.
+
+    Raises:
+        ValueError: unknown keys, wrong types, or unreadable TOML (the message names the key).
+    """
+    return _build(TrainConfig, read_values(path, overrides), "")
 
 
 def with_data(cfg: TrainConfig, sources: list[SourceConfig]) -> TrainConfig:

@@ -371,16 +371,20 @@ def _critic_step(g: nn.Module, cw: nn.Module, opt_c: torch.optim.Optimizer, l_in
 class GeneratorPretraining(Stage):
     """The generator alone, with its method's objective (:mod:`colorgan.train.objectives`); the
     encoder frozen for the first ``freeze_encoder_frac`` of the steps, then fine-tuned at a lower
-    rate; progressive resizing over ``sizes``; cosine learning rate."""
+    rate; progressive resizing over ``sizes``; cosine learning rate. Also the recipe's final
+    fine-tuning (``stream="finetune"``: its own batches; ``fresh=False``: the model is trained
+    already, so the objective's preparation, CIC's colour prior, is not redone)."""
 
     title = "generator pretraining"
     columns = ("step", "size", "loss", "l1", "feature", "cf", "chroma", "lr", "img_per_s", "skipped_files",
                "l1_ab", "chroma_ratio", "cf_ratio", "dcf", "hist_js", "score")
     progress = ("loss",)
 
-    def __init__(self, generator: nn.Module, ctx: Context, stage_dir: Path, cfg: PretrainGConfig) -> None:
+    def __init__(
+        self, generator: nn.Module, ctx: Context, stage_dir: Path, cfg: PretrainGConfig, *, stream: str = "pretrain_g", fresh: bool = True
+    ) -> None:
         super().__init__(ctx, stage_dir)
-        self.cfg = cfg
+        self.cfg, self.stream, self.fresh = cfg, stream, fresh
         self.steps, self.checkpoint_every, self.eval_every, self.batch_size = cfg.steps, cfg.checkpoint_every, cfg.eval_every, cfg.batch_size
         g = self.g = generator.to(ctx.device).train()
         if ctx.device.type == "cuda":
@@ -409,8 +413,8 @@ class GeneratorPretraining(Stage):
         self.scores, self.skipped = dict(state.get("scores", {})), int(state.get("skipped", 0))
 
     def start(self, resumed: bool) -> None:
-        if not resumed and not self.ctx.cfg.init_generator:
-            # Given weights, or a resumed stage's checkpoint, already hold what this measures.
+        if not resumed and self.fresh:
+            # Given weights, an earlier stage or a resumed checkpoint already hold what this measures.
             self.objective.prepare(self.g, lambda: _prior_batches(self.ctx))
 
     def _size(self, step: int) -> tuple[int, int]:
@@ -421,7 +425,7 @@ class GeneratorPretraining(Stage):
         step = start
         while step < self.steps:
             size, end = self._size(step)
-            for batch in self.ctx.loader(f"pretrain_g:{size}", size, self.cfg.batch_size, step, end):
+            for batch in self.ctx.loader(f"{self.stream}:{size}", size, self.cfg.batch_size, step, end):
                 yield batch
                 step += 1
 
@@ -616,16 +620,18 @@ def train_gan(generator: nn.Module, critic: nn.Module, ctx: Context, stage_dir: 
 
 
 def plan_stages(cfg: TrainConfig) -> list[tuple[str, str, int]]:
-    """``[(folder name, kind, cycle), ...]`` in order: pretrain_g, then cycles x (pretrain_c, gan).
+    """``[(folder name, kind, cycle), ...]`` in order: pretrain_g, then cycles x (pretrain_c, gan),
+    then finetune when ``finetune.steps > 0``.
 
-    The baselines (``method`` cic or iizuka) have no adversarial stages: pretrain_g only.
+    The baselines (``method`` cic or iizuka) have no adversarial stages: pretrain_g (and finetune) only.
     """
     plan = [("00_pretrain_g", "pretrain_g", 0)]
-    if cfg.method != "nogan":
-        return plan
-    for cyc in range(1, cfg.cycles + 1):
-        plan.append((f"{2 * cyc - 1:02d}_pretrain_c_cycle{cyc}", "pretrain_c", cyc))
-        plan.append((f"{2 * cyc:02d}_gan_cycle{cyc}", "gan", cyc))
+    if cfg.method == "nogan":
+        for cyc in range(1, cfg.cycles + 1):
+            plan.append((f"{2 * cyc - 1:02d}_pretrain_c_cycle{cyc}", "pretrain_c", cyc))
+            plan.append((f"{2 * cyc:02d}_gan_cycle{cyc}", "gan", cyc))
+    if cfg.finetune.steps > 0:
+        plan.append((f"{len(plan):02d}_finetune", "finetune", 0))
     return plan
 
 
@@ -771,7 +777,9 @@ def run_training(
         t0 = time.time()
         stage: Stage | None
         if kind == "pretrain_g":
-            stage = GeneratorPretraining(generator, ctx, stage_dir, cfg.pretrain_g) if cfg.pretrain_g.steps > 0 else None
+            stage = GeneratorPretraining(generator, ctx, stage_dir, cfg.pretrain_g, fresh=not cfg.init_generator) if cfg.pretrain_g.steps > 0 else None
+        elif kind == "finetune":
+            stage = GeneratorPretraining(generator, ctx, stage_dir, cfg.finetune, stream="finetune", fresh=False)
         elif kind == "pretrain_c":
             stage = CriticPretraining(generator, critic, ctx, stage_dir, cfg.pretrain_c, stream=f"pretrain_c:{cycle}")
         else:
