@@ -15,8 +15,9 @@ import torch
 torch.set_num_threads(1)
 
 
-def make_tiny_generator(seed: int = 0):
-    """The ``tiny`` preset, seeded, with a random (not zero) ab head, in eval mode.
+def make_tiny_generator(seed: int = 0, guidance: bool = False):
+    """The ``tiny`` preset, seeded, with a random (not zero) ab head, in eval mode; with
+    ``guidance``, also a guidance branch whose zero convolutions are random, so hints matter.
 
     Every test that needs a tiny generator builds it here (through the fixtures below or, for
     another seed, by calling this); test_slices.py stores a slice of its output (seed 0), so a
@@ -24,11 +25,20 @@ def make_tiny_generator(seed: int = 0):
     """
     from colorgan.models.generator import GeneratorConfig, SAUNet
 
+    import dataclasses
+
     torch.manual_seed(seed)
     g = SAUNet(GeneratorConfig.preset("tiny"))
     # A zero head would give grey output; random weights give real, input-dependent colour.
     torch.nn.init.normal_(g.head.weight, std=0.5)
     torch.nn.init.normal_(g.head.bias, std=0.2)
+    if guidance:  # the same network with a branch, as the guidance stage builds it
+        guided = SAUNet(dataclasses.replace(g.config, guidance=True))
+        guided.load_state_dict(g.state_dict(), strict=False)
+        gen = torch.Generator().manual_seed(seed + 100)
+        for branch in guided.guidance.branches.values():
+            branch[-1].weight.data.normal_(0.0, 2.0, generator=gen)
+        g = guided
     return g.eval()
 
 
@@ -36,6 +46,16 @@ def make_tiny_generator(seed: int = 0):
 def tiny_generator():
     """A fresh :func:`make_tiny_generator` (seed 0) that a test may change at will."""
     return make_tiny_generator()
+
+
+@pytest.fixture(scope="session")
+def tiny_guided_weights(tmp_path_factory) -> Path:
+    """:func:`make_tiny_generator` with a guidance branch, saved through the hub."""
+    from colorgan.models import hub
+
+    path = tmp_path_factory.mktemp("weights") / "tiny-guided.safetensors"
+    hub.save_model(make_tiny_generator(guidance=True), path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -45,11 +45,13 @@ class FileJob:
         source: the image file to colourise (never modified).
         output: the colour image to write.
         compare: where to write the side-by-side (original | colour) image, or None.
+        hints: a hints JSON file with colour points for this image (:mod:`colorgan.hints`), or None.
     """
 
     source: Path
     output: Path
     compare: Path | None = None
+    hints: Path | None = None
 
 
 @dataclass
@@ -71,6 +73,7 @@ class _Decoded:
     icc: bytes | None
     kind: str
     original: np.ndarray | None  # (H, W, 3) float32 RGB, kept only for --compare
+    hints: list | None = None  # the image's colour points (colorgan.hints.ColourPoint), checked
 
 
 class _Inline:
@@ -143,7 +146,16 @@ def run_jobs(
     def decode(job: FileJob) -> _Decoded:
         loaded = cio.load_image(job.source, **load_kw)
         prep = colorizer.prepare(loaded)  # type: ignore[attr-defined]
+        points = None
+        if job.hints is not None:
+            from colorgan.hints import HintsError, load_hints
+
+            try:
+                points = load_hints(job.hints, size=tuple(prep.L.shape[-2:])) or None
+            except HintsError as e:
+                raise HintsError(f"{job.source}: {e}") from None
         return _Decoded(
+            hints=points,
             job=job,
             L=prep.L,
             alpha=loaded.alpha,
@@ -199,7 +211,9 @@ def run_jobs(
         if not batch:
             return
         try:
-            abs_ = colorizer.predict_ab_batch([it.L for it in batch], render_size)  # type: ignore[attr-defined]
+            hints = [it.hints for it in batch]
+            with_hints = {"hints": hints} if any(hints) else {}  # only then: any colorizer-like object serves automatic runs
+            abs_ = colorizer.predict_ab_batch([it.L for it in batch], render_size, **with_hints)  # type: ignore[attr-defined]
         except (ColorGANError, MemoryError) as e:
             reason = str(e) if isinstance(e, ColorGANError) else "not enough memory"
             for it in batch:

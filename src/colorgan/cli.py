@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="output format (default: the input's; 16-bit input keeps 16 bits in PNG and TIFF)",
     )
     c.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
+    c.add_argument("--hints", type=Path, default=None, metavar="PATH",
+                   help="colour points: a JSON file for every input, or a folder with <input stem>.json per input "
+                        "(in the input tree's layout; inputs without one are colourised automatically)")
     c.add_argument("--max-pixels", type=positive_int, default=None, metavar="N", help="refuse images larger than N pixels")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar; errors and the summary only")
     c.set_defaults(func=_cmd_colorize)
@@ -170,6 +173,7 @@ def colorize_paths(
     workers: int = 2,
     shard: tuple[int, int] | None = None,
     verbose: bool = False,
+    hints: Path | None = None,
 ) -> ColorizeSummary:
     """Colourise every image in ``inputs`` into ``outdir`` (the core of ``colorgan colorize``).
 
@@ -195,6 +199,9 @@ def colorize_paths(
             (before skipping finished ones, so every process agrees on the split); errors about
             the inputs themselves are reported by shard 0 only.
         verbose: report one line per finished file.
+        hints: colour points (:mod:`colorgan.hints`): a JSON file used for every input, or a
+            folder holding ``<input stem>.json`` for each input in the input tree's layout
+            (inputs without one are colourised automatically).
 
     Raises:
         OutputError: an output would land on an input: ``outdir`` is one of the input folders,
@@ -229,7 +236,7 @@ def colorize_paths(
                     planning_errors.append(f"error: {file}: its output {out} would clash with that of {planned[key]}; skipped")
                     continue
                 planned[key] = file
-                jobs.append(FileJob(file, out, _compare_path(out) if compare else None))
+                jobs.append(FileJob(file, out, _compare_path(out) if compare else None, _hints_for(hints, rel)))
         except ColorGANError as e:
             planning_errors.append(f"error: {e}")
     for job in jobs:  # an explicitly named file can sit where another input's output goes
@@ -281,6 +288,17 @@ def colorize_paths(
     return summary
 
 
+def _hints_for(hints: Path | None, rel: Path) -> Path | None:
+    """The hints file of the input at ``rel`` (its path under its input root): ``hints`` itself
+    when it is a file, ``hints/<rel with .json>`` when that exists in a hints folder, else None."""
+    if hints is None:
+        return None
+    if not hints.is_dir():
+        return hints
+    candidate = hints / rel.with_suffix(".json")
+    return candidate if candidate.is_file() else None
+
+
 def _local_device(device: "object") -> "object":
     """Under a launcher with several processes per machine, give each its own GPU (LOCAL_RANK)."""
     import torch
@@ -326,6 +344,11 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.output.is_dir():
         print(f"colorgan: error: {args.output}: exists and is not a folder", file=sys.stderr)
         return 2
+    if args.hints is not None:
+        if not args.hints.exists():
+            return cli_error(f"{args.hints}: no such hints file or folder")
+        if not colorizer.takes_hints:
+            return cli_error(f"--hints: the model {colorizer.name!r} takes no colour hints (it was not trained with guidance)")
 
     def report(msg: str) -> None:
         from tqdm import tqdm
@@ -349,6 +372,7 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
             workers=args.workers,
             shard=shard,
             verbose=args.verbose,
+            hints=args.hints,
         )
     except OutputError as e:  # an output would land on an input: refused before anything is written
         return cli_error(str(e))

@@ -21,7 +21,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 import torch
@@ -33,11 +33,15 @@ from colorgan.errors import OutOfMemoryError
 from colorgan.models.fold import plain_model
 from colorgan.limits import MAX_RENDER_SIZE, MIN_RENDER_SIZE
 
+if TYPE_CHECKING:
+    from colorgan.hints import ColourPoint
+
 __all__ = [
     "Colorizer",
     "PreparedImage",
     "render_shape",
     "resize_to_render",
+    "resize_guide",
     "is_out_of_memory",
     "resolve_device",
     "MIN_RENDER_SIZE",
@@ -52,6 +56,8 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx")
 
 PILOrArray = Union["PIL.Image.Image", np.ndarray]  # noqa: F821
+#: Colour points as colorize takes them: ColourPoints, dicts, a {"points": [...]} object or a JSON file.
+HintsLike = Union[Sequence["ColourPoint"], Sequence[dict], dict, str, os.PathLike]  # noqa: F821
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -117,6 +123,19 @@ def resize_to_render(L: torch.Tensor, render_size: int, multiple: int = 32) -> t
     if (h, w) != (H, W):
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=h < H)
     return x
+
+
+def resize_guide(guide: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Colour guidance ``(B, 3, h, w)`` at another render shape, no hint lost when shrinking:
+    ab averaged with the confidence as weight, confidence by its maximum over each cell."""
+    if tuple(guide.shape[-2:]) == tuple(size):
+        return guide
+    conf = guide[:, 2:3]
+    if size[0] >= guide.shape[-2]:
+        return F.interpolate(guide, size=size, mode="nearest")
+    c_mean = F.adaptive_avg_pool2d(conf, size)
+    ab = F.adaptive_avg_pool2d(guide[:, :2] * conf, size) / c_mean.clamp_min(1e-6)
+    return torch.cat([ab, F.adaptive_max_pool2d(conf, size)], dim=1)
 
 
 def is_out_of_memory(e: BaseException) -> bool:
@@ -281,25 +300,46 @@ class Colorizer:
 
     # ------------------------------------------------------------------ tensor core
 
+    @property
+    def takes_hints(self) -> bool:
+        """Whether the model takes colour guidance (points, a reference): a generator trained with it."""
+        net = getattr(self.model, "net", self.model)
+        return bool(getattr(getattr(net, "config", None), "guidance", False))
+
+    def _check_guide(self, guide: torch.Tensor | None) -> None:
+        if guide is not None and not self.takes_hints:
+            raise ValueError(f"the model {self.name!r} takes no colour hints (it was not trained with guidance)")
+        if guide is not None and self.is_onnx:
+            raise ValueError("the ONNX backend takes no colour hints; use the PyTorch backend")
+
     @torch.inference_mode()
-    def predict_ab(self, L: torch.Tensor, render_size: int = 256) -> torch.Tensor:
+    def predict_ab(self, L: torch.Tensor, render_size: int = 256, guide: torch.Tensor | None = None) -> torch.Tensor:
         """Predict ab at render resolution.
 
         Args:
             L: ``(B, 1, H, W)`` L in [0, 100] (any H, W; all images of the batch the same size).
             render_size: short side the model sees (rounded to a multiple of the model's stride).
+            guide: ``(B, 3, h, w)`` colour guidance at the render shape (:mod:`colorgan.hints`),
+                resized to it if it differs, or None (automatic).
 
         Returns:
             ``(B, 2, h, w)`` ab in about [-110, 110] at render resolution, float32 on ``L``'s device.
         """
+        self._check_guide(guide)
         x = resize_to_render(L.to(self.device, torch.float32), render_size, self.stride)
         x = color.normalize_l(x.clamp(0, 100)).to(self.dtype)
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        ab = self.model(x)
+        if guide is None:
+            ab = self.model(x)
+        else:
+            g = resize_guide(guide.to(self.device, torch.float32), tuple(x.shape[-2:])).to(self.dtype)
+            if self._channels_last:
+                g = g.contiguous(memory_format=torch.channels_last)
+            ab = self.model(x, g)
         return color.denormalize_ab(ab.float()).contiguous().to(L.device)
 
-    def predict_ab_safe(self, L: torch.Tensor, render_size: int = 256) -> torch.Tensor:
+    def predict_ab_safe(self, L: torch.Tensor, render_size: int = 256, guide: torch.Tensor | None = None) -> torch.Tensor:
         """:meth:`predict_ab` with the one out-of-memory policy of every caller (photos, folders, video).
 
         When the device runs out of memory, a batch is split in halves first (same results,
@@ -313,7 +353,7 @@ class Colorizer:
             OutOfMemoryError: one image does not fit even at the smallest render size.
         """
         try:
-            return self.predict_ab(L, render_size)
+            return self.predict_ab(L, render_size, guide)
         except Exception as e:  # noqa: BLE001 - only OOM is handled; the rest re-raised
             if not is_out_of_memory(e):
                 raise
@@ -321,7 +361,8 @@ class Colorizer:
             torch.cuda.empty_cache()
         if L.shape[0] > 1:
             half = L.shape[0] // 2
-            parts = [self.predict_ab_safe(L[:half], render_size), self.predict_ab_safe(L[half:], render_size)]
+            g0, g1 = (None, None) if guide is None else (guide[:half], guide[half:])
+            parts = [self.predict_ab_safe(L[:half], render_size, g0), self.predict_ab_safe(L[half:], render_size, g1)]
             if parts[0].shape[-2:] != parts[1].shape[-2:]:  # one half fell back to a smaller size
                 parts = [F.interpolate(p, size=parts[0].shape[-2:], mode="bilinear", align_corners=False) for p in parts]
             return torch.cat(parts)
@@ -334,7 +375,7 @@ class Colorizer:
         msg = f"out of memory at render size {render_size} on {self.device}; retrying at {new}"
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
         log.warning(msg)
-        return self.predict_ab_safe(L, new)
+        return self.predict_ab_safe(L, new, guide)
 
     @torch.inference_mode()
     def colorize_tensor(self, rgb: torch.Tensor, render_size: int = 256) -> torch.Tensor:
@@ -392,12 +433,16 @@ class Colorizer:
 
 
     @torch.inference_mode()
-    def predict_ab_batch(self, Ls: Sequence[torch.Tensor], render_size: int = 256) -> list[torch.Tensor]:
+    def predict_ab_batch(
+        self, Ls: Sequence[torch.Tensor], render_size: int = 256, hints: "Sequence[Sequence[ColourPoint] | None] | None" = None
+    ) -> list[torch.Tensor]:
         """Predict ab for several images of any sizes; those with the same render shape share a forward pass.
 
         Args:
             Ls: each ``(1, 1, H_i, W_i)`` L in [0, 100] at full resolution.
             render_size: short side the model sees (64-2048).
+            hints: per image, colour points in its pixels (:class:`colorgan.hints.ColourPoint`)
+                or None; images without are colourised automatically.
 
         Returns:
             One ``(1, 2, h_i, w_i)`` float32 ab (about [-110, 110]) at render resolution per input,
@@ -411,7 +456,12 @@ class Colorizer:
             groups.setdefault(render_shape(L.shape[-2], L.shape[-1], render_size, self.stride), []).append(i)
         for (h, w), idx in groups.items():
             small = torch.cat([resize_to_render(Ls[i].to(self.device), render_size, self.stride) for i in idx])
-            ab = self.predict_ab_safe(small, render_size)
+            guide = None
+            if hints is not None and any(hints[i] for i in idx):
+                from colorgan.hints import rasterize_points
+
+                guide = torch.cat([rasterize_points(hints[i] or [], tuple(Ls[i].shape[-2:]), (h, w), device=self.device) for i in idx])
+            ab = self.predict_ab_safe(small, render_size, guide)
             for j, i in enumerate(idx):
                 out[i] = ab[j : j + 1].to(Ls[i].device)
         return out  # type: ignore[return-value]
@@ -448,32 +498,58 @@ class Colorizer:
         # The same path as every other input: prepare (L, grey look-up), predict, merge.
         return self.colorize_loaded(cio.from_array(arr), render_size)
 
-    def colorize_loaded(self, loaded: "object", render_size: int = 256) -> np.ndarray:
+    def colorize_loaded(self, loaded: "object", render_size: int = 256, hints: "HintsLike | None" = None) -> np.ndarray:
         """Colourise a :class:`colorgan.io.LoadedImage`; returns ``(H, W, 3)`` float32 sRGB in [0, 1]."""
-        return self._colorize_prepared([self.prepare(loaded)], render_size)[0]
+        prep = self.prepare(loaded)
+        return self._colorize_prepared([prep], render_size, [self._points(hints, prep)])[0]
+
+    def _points(self, hints: "HintsLike | None", prep: PreparedImage) -> "list[ColourPoint] | None":
+        """Colour points given in any accepted form, checked against the image (None: no hints)."""
+        if hints is None:
+            return None
+        from colorgan.hints import ColourPoint, check_points, load_hints, parse_hints
+
+        size = tuple(prep.L.shape[-2:])
+        if isinstance(hints, (str, os.PathLike)):
+            points = load_hints(hints, size=size)  # type: ignore[arg-type]
+        elif isinstance(hints, (list, tuple)) and all(isinstance(p, ColourPoint) for p in hints):
+            points = check_points(hints, size)  # type: ignore[arg-type]
+        else:
+            points = parse_hints(hints, size=size)  # type: ignore[arg-type]
+        if points and not self.takes_hints:
+            raise ValueError(f"the model {self.name!r} takes no colour hints (it was not trained with guidance)")
+        return points or None
 
     @torch.inference_mode()
-    def _colorize_prepared(self, items: list[PreparedImage], render_size: int) -> list[np.ndarray]:
-        abs_ = self.predict_ab_batch([it.L for it in items], render_size)
+    def _colorize_prepared(self, items: list[PreparedImage], render_size: int, hints: "list | None" = None) -> list[np.ndarray]:
+        abs_ = self.predict_ab_batch([it.L for it in items], render_size, hints)
         return [self.merge(it.L, ab) for it, ab in zip(items, abs_)]
 
-    def colorize(self, image: PILOrArray, render_size: int = 256) -> PILOrArray:
+    def colorize(self, image: PILOrArray, render_size: int = 256, hints: "HintsLike | None" = None) -> PILOrArray:
         """Colourise one image.
 
         Args:
             image: a PIL image (any mode) or a numpy array ``(H, W)``, ``(H, W, 1|3|4)``, uint8,
                 uint16 or float in [0, 1]. Colour or tinted input is reduced to its luminance.
             render_size: short side the model sees (64-2048; 256 is what the model is trained for).
+            hints: colour points for a model that takes them (:attr:`takes_hints`): a list of
+                ``{"x": .., "y": .., "color": "#rrggbb", "radius": ..}`` dicts or
+                :class:`colorgan.hints.ColourPoint`, a ``{"points": [...]}`` object, or the path
+                of a hints JSON file; x and y in pixels of the image as shown.
+
+        Raises:
+            colorgan.hints.HintsError: a bad point (outside the image, a bad colour...).
+            ValueError: hints for a model that takes none.
 
         Returns:
             The same kind as the input: a PIL image (``RGB``, or ``RGBA`` when the input had
             alpha; 16-bit PIL inputs come back 8-bit, since PIL holds no 16-bit RGB), or an array
             ``(H, W, 3|4)`` of the input's dtype (uint8, uint16, or float32 in [0, 1]).
         """
-        return self.colorize_batch([image], render_size=render_size)[0]
+        return self.colorize_batch([image], render_size=render_size, hints=None if hints is None else [hints])[0]
 
     def colorize_batch(
-        self, images: Sequence[PILOrArray], render_size: int = 256, batch_size: int = 8
+        self, images: Sequence[PILOrArray], render_size: int = 256, batch_size: int = 8, hints: "Sequence[HintsLike | None] | None" = None
     ) -> list[PILOrArray]:
         """Colourise several images; those with the same render shape share forward passes.
 
@@ -481,6 +557,7 @@ class Colorizer:
             images: PIL images and/or numpy arrays (see :meth:`colorize`).
             render_size: short side the model sees.
             batch_size: images prepared and run together (bounds memory).
+            hints: per image, its colour points (see :meth:`colorize`) or None.
 
         Returns:
             One result per input, in order, each of the input's kind.
@@ -489,7 +566,8 @@ class Colorizer:
         for start in range(0, len(images), max(1, batch_size)):
             chunk = list(images[start : start + batch_size])
             prepared = [self.prepare(im) for im in chunk]
-            rgbs = self._colorize_prepared(prepared, render_size)
+            points = None if hints is None else [self._points(h, p) for h, p in zip(hints[start : start + batch_size], prepared)]
+            rgbs = self._colorize_prepared(prepared, render_size, points)
             for im, prep, rgb in zip(chunk, prepared, rgbs):
                 results.append(_to_output(im, prep, rgb))
         return results

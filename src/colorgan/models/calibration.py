@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["ChromaCalibration", "CalibratedGenerator", "gain_features", "with_calibration", "MAX_GAIN"]
+__all__ = ["ChromaCalibration", "CalibratedGenerator", "gain_features", "near_guidance", "with_calibration", "MAX_GAIN"]
 
 #: The per-image gain's bound: it lies in [1 / MAX_GAIN, MAX_GAIN].
 MAX_GAIN = 2.0
@@ -157,14 +157,41 @@ class CalibratedGenerator(nn.Module):
         z = nn.functional.linear(gain_features(s16, s32), self.head_weight.float(), self.head_bias.float())
         return z.clamp(-bound, bound).exp()[:, :, None, None]
 
-    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+    def forward(self, l_norm: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """``l_norm (B, 1, H, W)`` -> calibrated ``ab_norm (B, 2, H, W)``; ``guide`` (B, 3, H, W)
+        colour guidance for a network that takes it (see :meth:`SAUNet.forward_features`).
+
+        With guidance the gain fades to 1 near what is given (:func:`near_guidance`): a colour a
+        person asked for is not rescaled; far from it the calibrated automatic colour stands.
+        """
+        if guide is None:
+            if self.calibration.per_image:
+                ab, (s16, s32) = self.net.forward_features(l_norm)
+                ab = ab * self.per_image_gain(s16, s32).to(ab.dtype)
+            else:
+                ab = self.net(l_norm)
+            gain = self.calibration.gain
+            return ab * gain if gain != 1.0 else ab
         if self.calibration.per_image:
-            ab, (s16, s32) = self.net.forward_features(l_norm)
-            ab = ab * self.per_image_gain(s16, s32).to(ab.dtype)
+            ab, (s16, s32) = self.net.forward_features(l_norm, guide)
+            gain = self.per_image_gain(s16, s32) * self.calibration.gain
         else:
-            ab = self.net(l_norm)
-        gain = self.calibration.gain
-        return ab * gain if gain != 1.0 else ab
+            ab = self.net(l_norm, guide)
+            gain = torch.full((ab.shape[0], 1, 1, 1), self.calibration.gain, device=ab.device)
+        near = near_guidance(guide[:, 2:3].float())
+        return ab * (1.0 + (gain - 1.0) * (1.0 - near)).to(ab.dtype)
+
+
+def near_guidance(confidence: torch.Tensor) -> torch.Tensor:
+    """How near each pixel is to given colour, in [0, 1]: the confidence dilated and then smoothed
+    over a square of about 1/8 of the image's short side.
+
+    Args:
+        confidence: ``(B, 1, H, W)`` in [0, 1].
+    """
+    k = 2 * max(1, round(min(confidence.shape[-2:]) / 16)) + 1
+    grown = nn.functional.max_pool2d(confidence, k, stride=1, padding=k // 2)
+    return nn.functional.avg_pool2d(grown, k, stride=1, padding=k // 2, count_include_pad=False).clamp(0.0, 1.0)
 
 
 def with_calibration(net: nn.Module, calibration: ChromaCalibration | None) -> nn.Module:

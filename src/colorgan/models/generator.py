@@ -36,6 +36,11 @@ class GeneratorConfig:
         spectral_norm: spectral normalisation on decoder convolutions.
         blur: blur after each PixelShuffle (against checkerboards).
         ab_bound: the head outputs ``ab_bound * tanh(x)`` in normalised ab units (ab / 110).
+        guidance: the network also takes colour guidance (:class:`GuidanceBranch`): an ab map
+            with a confidence channel at the render size, from colour points a person gives, a
+            reference photo or a keyframe. Without guidance the branch adds exactly nothing,
+            so a guided network colours automatically as the network it was trained from.
+        guidance_channels: width of the guidance branch's small convolutions.
     """
 
     encoder: str = "mobilenet_v2"
@@ -46,6 +51,8 @@ class GeneratorConfig:
     spectral_norm: bool = True
     blur: bool = True
     ab_bound: float = 1.0
+    guidance: bool = False
+    guidance_channels: int = 32
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -101,6 +108,49 @@ class _UnetBlock(nn.Module):
         return self.attn(self.conv2(self.conv1(x)))
 
 
+#: Decoder strides that guidance features join (the bottleneck, each block's output, full resolution).
+GUIDANCE_STRIDES = (32, 16, 8, 4, 2, 1)
+
+
+class GuidanceBranch(nn.Module):
+    """Colour guidance -> features added to the decoder at strides 32, 16, 8, 4, 2 and 1.
+
+    The guidance ``(B, 3, H, W)`` is ``[a / 110, b / 110, confidence]`` at the render size
+    (confidence in [0, 1], 0 where nothing is known). At each stride it is pooled with the
+    confidence as weight (a hint keeps its colour however small it becomes), passed through two
+    bias-free 3x3 convolutions with ReLU and a zero-initialised 1x1 convolution (ControlNet's zero
+    convolution): a new branch starts by adding nothing, and no guidance (all zero) adds exactly
+    zero at any time, since bias-free convolutions and ReLU map zero to zero.
+
+    Shapes: ``guide (B, 3, H, W) -> {stride: (B, C_stride, H / stride, W / stride)}``.
+    """
+
+    def __init__(self, widths: dict[int, int], channels: int = 32) -> None:
+        super().__init__()
+        self.branches = nn.ModuleDict()
+        for stride, width in widths.items():
+            zero = nn.Conv2d(channels, width, 1, bias=False)
+            nn.init.zeros_(zero.weight)
+            self.branches[str(stride)] = nn.Sequential(
+                nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.ReLU(inplace=True),
+                nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.ReLU(inplace=True),
+                zero,
+            )
+
+    @staticmethod
+    def pool(guide: torch.Tensor, stride: int) -> torch.Tensor:
+        """Confidence-weighted average of the guidance over ``stride x stride`` cells."""
+        if stride == 1:
+            return guide
+        conf = guide[:, 2:3]
+        c = nn.functional.avg_pool2d(conf, stride)
+        ab = nn.functional.avg_pool2d(guide[:, :2] * conf, stride) / c.clamp_min(1e-6)
+        return torch.cat([ab, c], dim=1)
+
+    def forward(self, guide: torch.Tensor) -> dict[int, torch.Tensor]:
+        return {int(k): branch(self.pool(guide, int(k))) for k, branch in self.branches.items()}
+
+
 class SAUNet(nn.Module):
     """Self-attention U-Net generator: normalised L -> normalised ab.
 
@@ -153,6 +203,9 @@ class SAUNet(nn.Module):
         self.head = nn.Conv2d(d1, 2, 1)
         nn.init.zeros_(self.head.weight)  # start from "no colour": a neutral, stable first output
         nn.init.zeros_(self.head.bias)
+        # Built last, so that the other layers' initialisation does not depend on it.
+        widths = dict(zip(GUIDANCE_STRIDES, (m, d16, d8, d4, d2, d1)))
+        self.guidance = GuidanceBranch(widths, config.guidance_channels) if config.guidance else None
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters of the pretrained encoder (frozen first, then fine-tuned at a lower rate)."""
@@ -163,20 +216,45 @@ class SAUNet(nn.Module):
         enc = {id(p) for p in self.encoder.parameters()}
         return [p for p in self.parameters() if id(p) not in enc]
 
-    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
-        """``l_norm (B, 1, H, W) -> ab_norm (B, 2, H, W)``."""
-        return self.forward_features(l_norm)[0]
+    def guidance_parameters(self) -> list[nn.Parameter]:
+        """The guidance branch's parameters (empty without one)."""
+        return [] if self.guidance is None else list(self.guidance.parameters())
 
-    def forward_features(self, l_norm: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, l_norm: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """``l_norm (B, 1, H, W) -> ab_norm (B, 2, H, W)``; ``guide`` see :meth:`forward_features`."""
+        return self.forward_features(l_norm, guide)[0]
+
+    def forward_features(
+        self, l_norm: torch.Tensor, guide: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """The forward pass that also returns the encoder's stride-16 and stride-32 maps,
         ``(ab_norm, (s16, s32))``, which the per-image chroma calibration reads. (A method, not a
-        flag of ``forward``: the TorchScript exporter passes every argument positionally.)"""
+        flag of ``forward``: the TorchScript exporter passes every argument positionally.)
+
+        Args:
+            l_norm: ``(B, 1, H, W)`` L / 50 - 1.
+            guide: ``(B, 3, H, W)`` [a / 110, b / 110, confidence in [0, 1]] at the same size, or
+                None (automatic). Only a network built with ``guidance=True`` takes it.
+        """
         H, W = check_l_input(l_norm, self.stride)
+        add: dict[int, torch.Tensor] = {}
+        if guide is not None:
+            if self.guidance is None:
+                raise ValueError("this generator takes no colour guidance (it was not trained with it)")
+            if guide.shape[0] != l_norm.shape[0] or guide.shape[1] != 3 or guide.shape[-2:] != l_norm.shape[-2:]:
+                raise ValueError(f"guidance must be (B, 3, H, W) like L {tuple(l_norm.shape)}, got {tuple(guide.shape)}")
+            add = self.guidance(guide.to(l_norm.dtype))
         s2, s4, s8, s16, s32 = self.encoder(l_norm)
         x = self.middle(s32)
-        for block, skip in zip(self.blocks, (s16, s8, s4, s2)):
+        if add:
+            x = x + add[32]
+        for block, skip, stride in zip(self.blocks, (s16, s8, s4, s2), (16, 8, 4, 2)):
             x = block(x, skip)
+            if add:
+                x = x + add[stride]
         x = self.final_up(x)
+        if add:
+            x = x + add[1]
         x = self.refine(torch.cat([x, l_norm.to(x.dtype)], dim=1))
         ab = self.config.ab_bound * torch.tanh(self.head(x))
         return ab, (s16, s32)

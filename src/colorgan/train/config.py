@@ -3,7 +3,7 @@
 A recipe names the networks, the data mix, the degradations, the validation set and the NoGAN
 schedule::
 
-    pretrain_g  ->  cycles x (pretrain_c -> gan)  ->  finetune (when finetune.steps > 0)
+    pretrain_g  ->  cycles x (pretrain_c -> gan)  ->  finetune  ->  guidance   (the last two when their steps > 0)
 
 Every field has a default, so a TOML file only states what differs. ``asdict(config)`` is
 stored in every checkpoint and exported model.
@@ -28,6 +28,7 @@ __all__ = [
     "PretrainGConfig",
     "PretrainCConfig",
     "GanConfig",
+    "GuidanceConfig",
     "ValConfig",
     "SourceConfig",
     "TrainConfig",
@@ -119,6 +120,35 @@ class GanConfig:
 
 
 @dataclass(frozen=True)
+class GuidanceConfig:
+    """Teaching a trained generator to follow colour guidance (its guidance branch only).
+
+    The network itself is frozen (and in eval mode), so its automatic output stays exactly what
+    it was; only :class:`~colorgan.models.generator.GuidanceBranch` learns. Every batch gets
+    guidance simulated from the truth: colour points (a geometric number, mean ``mean_points``,
+    at most ``max_points``; patches of 1-9 px holding the true mean ab; Zhang et al. 2017) or, with
+    probability ``p_dense``, a dense coarse colour map with random confidence, as a reference
+    photo gives.
+
+    Attributes:
+        steps: optimiser steps (0: no guidance stage, and the generator has no guidance branch).
+        lr: learning rate of the branch (Adam, warm-up then cosine).
+        hint_weight: extra weight of L1 on the guided pixels (the output should match a hint there).
+    """
+
+    steps: int = 0
+    batch_size: int = 16
+    size: int = 128
+    lr: float = 1e-3
+    mean_points: float = 8.0
+    max_points: int = 50
+    p_dense: float = 0.25
+    hint_weight: float = 5.0
+    checkpoint_every: int = 100
+    eval_every: int = 250
+
+
+@dataclass(frozen=True)
 class ValConfig:
     """The fixed validation set scored during training (held out from the training folders).
 
@@ -175,6 +205,7 @@ class TrainConfig:
     # The generator once more after the GAN cycles, typically with the colour losses (cf_weight,
     # chroma_weight), a small learning rate and the encoder unfrozen; 0 steps: no such stage.
     finetune: PretrainGConfig = field(default_factory=lambda: PretrainGConfig(steps=0, sizes=(128,), lr=1e-4, freeze_encoder_frac=0.0))
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -185,6 +216,8 @@ class TrainConfig:
             raise ValueError("feature_net = 'none' needs pretrain_g.feature_weight = 0, gan.feature_weight = 0 and finetune.feature_weight = 0")
         if self.cycles < 0:
             raise ValueError("cycles must be >= 0")
+        if self.guidance.steps > 0 and self.method != "nogan":
+            raise ValueError("a guidance stage needs method = 'nogan' (the baselines take no colour guidance)")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -204,9 +237,13 @@ class TrainConfig:
         return GeneratorConfig, SAUNet
 
     def generator_config(self):
-        """The config of the model this recipe trains (GeneratorConfig, CICConfig or IizukaConfig)."""
+        """The config of the model this recipe trains (GeneratorConfig, CICConfig or IizukaConfig);
+        a recipe with a guidance stage trains a generator with a guidance branch."""
         Config = self._model_classes()[0]
-        return Config.preset(self.generator) if isinstance(self.generator, str) else Config.from_dict(self.generator)
+        cfg = Config.preset(self.generator) if isinstance(self.generator, str) else Config.from_dict(self.generator)
+        if self.guidance.steps > 0:
+            cfg = replace(cfg, guidance=True)
+        return cfg
 
     def build_generator(self, pretrained: bool):
         """A new model of this recipe's kind; ``pretrained`` loads its encoder's ImageNet weights."""

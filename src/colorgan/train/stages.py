@@ -25,7 +25,7 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -33,8 +33,9 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from colorgan.hints import simulate_dense, simulate_points
 from colorgan.train.checkpoint import load_checkpoint, save_checkpoint
-from colorgan.train.config import GanConfig, PretrainCConfig, PretrainGConfig, TrainConfig
+from colorgan.train.config import GanConfig, GuidanceConfig, PretrainCConfig, PretrainGConfig, TrainConfig
 from colorgan.train.data import StepBatches, holdout_split, mixed_fixed_batch, scan_images
 from colorgan.train.losses import FeatureLoss, critic_loss, generator_adv_loss, pixel_loss, render_rgb
 from colorgan.train.objectives import objective_for
@@ -47,6 +48,7 @@ __all__ = [
     "GeneratorPretraining",
     "CriticPretraining",
     "GanPhase",
+    "GuidanceTraining",
     "plan_stages",
     "pretrain_generator",
     "pretrain_critic",
@@ -600,6 +602,112 @@ class GanPhase(Stage):
         return {"stop_reason": self._stop, "best_step": self.plateau.best_step, "best_score": self.plateau.best, "scores": self.scores}
 
 
+def simulate_guidance(ab_norm: torch.Tensor, cfg: GuidanceConfig, generator: torch.Generator) -> torch.Tensor:
+    """Guidance for a batch, simulated from its true ab: points for most images, dense for some.
+
+    Returns:
+        ``(B, 3, H, W)`` ``[a, b, confidence]`` (see :mod:`colorgan.hints`).
+    """
+    B = ab_norm.shape[0]
+    dense = torch.rand(B, generator=generator) < cfg.p_dense
+    # A geometric number of points with the given mean, at least one (the automatic output needs
+    # no training: with no guidance the branch adds exactly zero).
+    p = 1.0 / max(1.0, cfg.mean_points)
+    u = torch.rand(B, generator=generator).clamp_min(1e-12)
+    counts = (torch.floor(torch.log(u) / math.log(1 - p)) + 1 if p < 1 else torch.ones(B)).clamp(1, cfg.max_points).long().tolist()
+    guide = simulate_points(ab_norm, [0 if d else n for d, n in zip(dense.tolist(), counts)], generator)
+    if bool(dense.any()):
+        idx = dense.nonzero().flatten()
+        guide[idx] = simulate_dense(ab_norm[idx], generator)
+    return guide
+
+
+class GuidanceTraining(Stage):
+    """The generator's guidance branch alone, on guidance simulated from the truth.
+
+    The rest of the network is frozen and stays in eval mode (BatchNorm statistics and spectral
+    norm's vectors do not move), so the automatic output of the result is bit for bit that of the
+    network it started from. Loss: L1 on ab plus ``hint_weight`` x L1 on the guided pixels.
+    Validation: the unguided scores (unchanged by construction) and L1 with 10 simulated points
+    (``l1_10pts``) on the fixed validation batch.
+    """
+
+    title = "guidance"
+    columns = ("step", "loss", "l1", "l1_hint", "lr", "img_per_s", "l1_0pts", "l1_10pts")
+    curves = ("loss", "l1", "l1_hint", "l1_10pts")
+    progress = ("loss", "l1_hint")
+
+    def __init__(self, generator: nn.Module, ctx: Context, stage_dir: Path, cfg: GuidanceConfig) -> None:
+        super().__init__(ctx, stage_dir)
+        self.cfg = cfg
+        self.steps, self.checkpoint_every, self.eval_every, self.batch_size = cfg.steps, cfg.checkpoint_every, cfg.eval_every, cfg.batch_size
+        g = self.g = generator.to(ctx.device)
+        params = g.guidance_parameters()
+        if not params:
+            raise ValueError("the guidance stage needs a generator with a guidance branch (GeneratorConfig.guidance)")
+        branch = {id(q) for q in params}
+        for q in g.parameters():
+            q.requires_grad_(id(q) in branch)
+        self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99))
+        self.gw = _wrap(g, ctx)
+        self.scores: dict[str, float] = {}
+
+    def parts(self) -> dict[str, Any]:
+        return {"generator": self.g, "opt_guidance": self.opt}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"scores": self.scores}
+
+    def load_extra(self, state: dict[str, Any]) -> None:
+        self.scores = dict(state.get("scores", {}))
+
+    def batches(self, start: int) -> Iterator[dict]:
+        return self.ctx.loader(f"guidance:{self.cfg.size}", self.cfg.size, self.cfg.batch_size, start, self.cfg.steps)
+
+    def step(self, batch: dict, step: int) -> dict[str, Any]:
+        cfg, ctx = self.cfg, self.ctx
+        self.g.eval()  # the frozen network keeps its statistics; the branch has no mode-dependent layer
+        fac = _lr_factor(step, cfg.steps)
+        self.opt.param_groups[0]["lr"] = cfg.lr * fac
+        l_in, _, ab_true = _batch_tensors(batch, ctx)
+        # The simulated guidance is a pure function of (seed, rank, step), like the batches.
+        gen = torch.Generator().manual_seed(cfg_seed(ctx, "guidance", step))
+        guide = simulate_guidance(ab_true.cpu(), cfg, gen).to(ctx.device)
+        with ctx.autocast():
+            ab = self.gw(l_in, guide).float()
+        l1 = pixel_loss(ab, ab_true)
+        conf = guide[:, 2:3]
+        l1_hint = ((ab - ab_true).abs() * conf).sum() / (2 * conf.sum()).clamp_min(1.0)
+        loss = l1 + cfg.hint_weight * l1_hint
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss, "l1": l1, "l1_hint": l1_hint, "lr": self.opt.param_groups[0]["lr"]}
+
+    @torch.no_grad()
+    def validate(self, step: int) -> dict[str, Any]:
+        ctx, g = self.ctx, _unwrap(self.gw)
+        l, ab_true = ctx.val["l"].to(ctx.device), ctx.val["ab"].to(ctx.device)
+        guide = simulate_points(ab_true.cpu(), [10] * len(l), torch.Generator().manual_seed(ctx.cfg.seed + 4321)).to(ctx.device)
+        with ctx.autocast():
+            plain = torch.cat([g(l[i : i + 16]).float() for i in range(0, len(l), 16)])
+            guided = torch.cat([g(l[i : i + 16], guide[i : i + 16]).float() for i in range(0, len(l), 16)])
+        self.scores = {"l1_0pts": float(pixel_loss(plain, ab_true)), "l1_10pts": float(pixel_loss(guided, ab_true))}
+        return self.scores
+
+    def result(self) -> dict[str, Any]:
+        for q in self.g.parameters():
+            q.requires_grad_(True)
+        return dict(self.scores)
+
+
+def cfg_seed(ctx: Context, stream: str, step: int) -> int:
+    """A seed that is a pure function of (recipe seed, stream, rank, step)."""
+    import hashlib
+
+    return int(hashlib.sha1(f"{ctx.cfg.seed}:{stream}:{ctx.rank}:{step}".encode()).hexdigest()[:15], 16)
+
+
 def pretrain_generator(generator: nn.Module, ctx: Context, stage_dir: Path, cfg: PretrainGConfig) -> dict[str, float]:
     """Pretrain the generator alone (:class:`GeneratorPretraining`); returns the last validation scores."""
     return run_stage(GeneratorPretraining(generator, ctx, stage_dir, cfg), ctx)
@@ -632,6 +740,8 @@ def plan_stages(cfg: TrainConfig) -> list[tuple[str, str, int]]:
             plan.append((f"{2 * cyc:02d}_gan_cycle{cyc}", "gan", cyc))
     if cfg.finetune.steps > 0:
         plan.append((f"{len(plan):02d}_finetune", "finetune", 0))
+    if cfg.guidance.steps > 0:
+        plan.append((f"{len(plan):02d}_guidance", "guidance", 0))
     return plan
 
 
@@ -756,9 +866,14 @@ def run_training(
     if cfg.init_generator:
         # The bare network: a calibration stored with it is not part of it (hub.load_model).
         init = hub.load_model(cfg.init_generator, expect_kind=hub.kind_of(generator))
-        if init.config != gen_cfg:
+        # A network without a guidance branch can start a recipe that adds one (the branch starts
+        # at zero); anything else must be the recipe's architecture.
+        same = init.config == gen_cfg or (hasattr(gen_cfg, "guidance") and replace(init.config, guidance=gen_cfg.guidance) == gen_cfg)
+        if not same:
             raise ValueError(f"{cfg.init_generator}: its architecture differs from the recipe's generator")
-        generator.load_state_dict(init.state_dict())
+        missing, unexpected = generator.load_state_dict(init.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("guidance.") for k in missing):
+            raise ValueError(f"{cfg.init_generator}: its weights do not fit the recipe's generator")
     critic = Critic(crit_cfg)
     state_dir = run_dir / "state"
     progress_state = _read_progress(run_dir)
@@ -780,6 +895,8 @@ def run_training(
             stage = GeneratorPretraining(generator, ctx, stage_dir, cfg.pretrain_g, fresh=not cfg.init_generator) if cfg.pretrain_g.steps > 0 else None
         elif kind == "finetune":
             stage = GeneratorPretraining(generator, ctx, stage_dir, cfg.finetune, stream="finetune", fresh=False)
+        elif kind == "guidance":
+            stage = GuidanceTraining(generator, ctx, stage_dir, cfg.guidance)
         elif kind == "pretrain_c":
             stage = CriticPretraining(generator, critic, ctx, stage_dir, cfg.pretrain_c, stream=f"pretrain_c:{cycle}")
         else:
