@@ -190,3 +190,29 @@ def test_guidance_stage_trains_only_the_branch(tmp_path):
         assert not torch.equal(g(x, guide), g0(x))  # the branch learned something
     log = (tmp_path / "run" / "stages" / "01_guidance" / "log.csv").read_text()
     assert "l1_10pts" in log.splitlines()[0] and len(log.splitlines()) >= 3
+
+
+def test_evaluate_hints_reports_psnr_against_points_and_the_error_at_the_hints(tmp_path, tiny_guided_weights, tiny_weights, capsys):
+    from conftest import write_tinted_photos
+
+    from colorgan.cli import main
+
+    d = tmp_path / "photos"
+    write_tinted_photos(d, 3, size=(64, 80), tint=lambda i, r: r.uniform(0.4, 1.3, 3), sd=0.2)
+    out = tmp_path / "report"
+    rc = main(["evaluate", "--models", f"{tiny_guided_weights},{tiny_weights}", "--data", str(d), "--out", str(out),
+               "--no-fid", "--hints", "10", "--render-size", "64", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    guided, plain = res["models"].values()
+    assert "hints" not in plain  # it takes no hints: automatic
+    h = guided["hints"]
+    assert list(h["curve"]) == ["0", "1", "2", "5", "10", "20", "50"] and h["hinted_pixels"] > 0
+    assert h["curve"]["10"]["mean"] == pytest.approx(guided["psnr"]["mean"])  # the table's run is the 10-point one
+    md = (out / "report.md").read_text()
+    assert "median ΔE at the hints" in md and "50 pts" in md
+    # Seeded by the photo's name: a second run gives the same numbers.
+    assert main(["evaluate", "--models", str(tiny_guided_weights), "--data", str(d), "--out", str(tmp_path / "r2"),
+                 "--no-fid", "--hints", "10", "--render-size", "64", "-q"]) == 0
+    again = json.loads((tmp_path / "r2" / "results.json").read_text())
+    assert next(iter(again["models"].values()))["hints"]["curve"] == h["curve"]

@@ -378,19 +378,20 @@ class Colorizer:
         return self.predict_ab_safe(L, new, guide)
 
     @torch.inference_mode()
-    def colorize_tensor(self, rgb: torch.Tensor, render_size: int = 256) -> torch.Tensor:
+    def colorize_tensor(self, rgb: torch.Tensor, render_size: int = 256, guide: torch.Tensor | None = None) -> torch.Tensor:
         """Colourise a batch given as sRGB (only its luminance is used).
 
         Args:
             rgb: ``(B, 3, H, W)`` sRGB in [0, 1] (grey, tinted or colour) or ``(B, 1, H, W)`` L in [0, 100].
             render_size: short side the model sees.
+            guide: ``(B, 3, h, w)`` colour guidance at the render shape, or None.
 
         Returns:
             ``(B, 3, H, W)`` float32 sRGB in [0, 1] whose L equals the input's.
         """
         _check_render_size(render_size)
         L = rgb.float() if rgb.shape[1] == 1 else color.rgb_to_l(rgb.float())
-        return color.merge_luminance(L, self.predict_ab_safe(L, render_size))
+        return color.merge_luminance(L, self.predict_ab_safe(L, render_size, guide))
 
     # ------------------------------------------------------------------ arrays and images
 

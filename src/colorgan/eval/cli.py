@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from colorgan.cli_args import add_device_argument, add_render_size_argument, cli_warning, positive_int
+from colorgan.cli_args import add_device_argument, add_render_size_argument, cli_warning, non_negative_int, positive_int
 from colorgan.cli_args import cli_error as _error
 from colorgan.errors import ColorGANError
 
@@ -50,6 +50,9 @@ def add_evaluate_parser(sub) -> None:
     add_render_size_argument(e, sees="the models see")
     e.add_argument("--no-fid", action="store_true", help="skip FID and KID (they need the offline Inception network)")
     e.add_argument("--max-images", type=positive_int, default=None, metavar="N", help="evaluate only the first N images")
+    e.add_argument("--hints", type=non_negative_int, default=0, metavar="N",
+                   help="simulate N colour points from the truth per photo (seeded) for the models that take them, "
+                        "and report PSNR against the number of points (0, 1, 2, 5, 10, 20, 50) and the error at the hints")
     e.add_argument("--mean-from", type=Path, default=None, metavar="DIR", help="colour photos (the training set) for the 'mean' baseline")
     add_device_argument(e)
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -102,7 +105,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         models = load_eval_models(names, device, mean_from=args.mean_from)
     except ColorGANError as e:
         return _error(str(e))
-    cfg = EvalConfig(render_size=args.render_size, protocol=args.protocol, fid=not args.no_fid, max_images=args.max_images)
+    cfg = EvalConfig(render_size=args.render_size, protocol=args.protocol, fid=not args.no_fid, max_images=args.max_images, hints=args.hints)
+    if args.hints and not any(getattr(m, "takes_hints", False) for m in models.values()):
+        cli_warning(f"--hints {args.hints}: none of the models takes colour hints; all colour automatically")
 
     try:
         results = evaluate_models(models, args.data, args.out, cfg, progress=not args.quiet and sys.stderr.isatty(), report=cli_warning)

@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence
@@ -40,6 +40,7 @@ from colorgan import color
 from colorgan import io as cio
 from colorgan.errors import ColorGANError, ImageLoadError, ModelLoadError, WeightsNotFoundError
 from colorgan.eval import metrics as M
+from colorgan.pipeline import render_shape
 
 __all__ = ["BASELINES", "EvalConfig", "EvaluationError", "collect_files", "evaluate_models", "load_eval_models"]
 
@@ -80,6 +81,12 @@ class EvalConfig:
         skip_grey: leave out ground truths that are greyscale (nothing to compare colour with).
         grid_cell: side of one thumbnail in ``grid.png``, in pixels.
         device: where the FID network runs; None = the first model's device.
+        hints: colour points simulated from the truth per photo (seeded by the photo's name;
+            5 x 5 patches of the true mean colour at the render size, at random places) for the
+            models that take hints; the others colour automatically. 0: none. With hints the
+            report also gives each guided model's PSNR against the number of points
+            (``hints_curve``) and the median CIE76 ΔE between output and hint at the hinted pixels.
+        hints_curve: the numbers of points of that curve.
     """
 
     render_size: int = 256
@@ -91,6 +98,8 @@ class EvalConfig:
     skip_grey: bool = True
     grid_cell: int = 128
     device: str | None = None
+    hints: int = 0
+    hints_curve: tuple[int, ...] = (0, 1, 2, 5, 10, 20, 50)
 
     def __post_init__(self) -> None:
         from colorgan.limits import MAX_RENDER_SIZE, MIN_RENDER_SIZE
@@ -104,6 +113,8 @@ class EvalConfig:
             raise ValueError(f"max_images must be positive, got {self.max_images}")
         if self.grid_images < 0 or self.n_boot < 1 or self.grid_cell < 16:
             raise ValueError("grid_images must be >= 0, n_boot >= 1 and grid_cell >= 16")
+        if self.hints < 0 or any(n < 0 for n in self.hints_curve):
+            raise ValueError(f"hints must be 0 or more, got {self.hints}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +219,32 @@ class _ModelAcc:
     auc: list
     hist: np.ndarray
     feats: _FeatureBuffer | None
+    hint_de: list = field(default_factory=list)  # CIE76 ΔE at the hinted pixels, every pixel of every photo
+    curve: dict = field(default_factory=dict)  # points -> per-photo PSNR
+
+
+def simulated_hints(lab_gt: torch.Tensor, n: int, render: tuple[int, int], file: str | os.PathLike) -> torch.Tensor:
+    """``n`` colour points from a photo's truth at the render shape, seeded by the photo's name:
+    ``(1, 3, h, w)`` guidance, 5 x 5 patches of the true mean ab (see :mod:`colorgan.hints`)."""
+    import hashlib
+
+    from colorgan.hints import simulate_points
+
+    ab = lab_gt[:, 1:].float() / 110.0
+    if tuple(ab.shape[-2:]) != tuple(render):
+        ab = torch.nn.functional.interpolate(ab, size=render, mode="area")
+    seed = int(hashlib.sha1(f"hints:{Path(file).name}".encode()).hexdigest()[:15], 16)
+    return simulate_points(ab, [n], torch.Generator().manual_seed(seed), min_size=5, max_size=5)
+
+
+def _hint_delta_e(lab_pred: torch.Tensor, guide: torch.Tensor) -> np.ndarray:
+    """CIE76 ΔE between the output and the hints at the hinted pixels (L is the photo's in both)."""
+    ab = lab_pred[:, 1:].float()
+    if tuple(ab.shape[-2:]) != tuple(guide.shape[-2:]):
+        ab = torch.nn.functional.interpolate(ab, size=guide.shape[-2:], mode="area")
+    mask = guide[0, 2] > 0
+    d = (ab[0] - guide[0, :2] * 110.0).square().sum(0).sqrt()
+    return d[mask].numpy()
 
 
 def _ab_hist(lab: torch.Tensor) -> np.ndarray:
@@ -367,10 +404,19 @@ def evaluate_models(
             if gt_feats is not None:
                 gt_feats.add(gt_rt[0])
             row = [_thumb(color.l_to_grey_rgb(L)[0], cfg.grid_cell)] if len(grid_rows) < cfg.grid_images else None
+            render = render_shape(L.shape[-2], L.shape[-1], cfg.render_size)
             for name, cz in models.items():
-                pred = cz.colorize_tensor(L.to(cz.device), cfg.render_size).float().cpu()
+                guided = cfg.hints > 0 and getattr(cz, "takes_hints", False)
+                guide = simulated_hints(lab_gt, cfg.hints, render, file) if guided else None
+                pred = cz.colorize_tensor(L.to(cz.device), cfg.render_size, guide=guide).float().cpu()
                 lab_pred = color.rgb_to_lab(pred)
                 a = accs[name]
+                if guided:
+                    a.hint_de.extend(_hint_delta_e(lab_pred, guide).tolist())
+                    for k in cfg.hints_curve:
+                        cpred = pred if k == cfg.hints else cz.colorize_tensor(
+                            L.to(cz.device), cfg.render_size, guide=simulated_hints(lab_gt, k, render, file) if k else None).float().cpu()
+                        a.curve.setdefault(k, []).append(M.psnr(cpred[0], gt_rt[0]))
                 a.psnr.append(M.psnr(pred[0], gt_rt[0]))
                 a.ssim.append(M.ssim(pred[0], gt_rt[0]))
                 a.cf.append(M.colourfulness(pred[0]))
@@ -395,6 +441,14 @@ def evaluate_models(
 
     n = len(images)
     results = _summarise(models, accs, gt_cf, gt_feats, cfg, n, fid_note, say)
+    for name, a in accs.items():
+        if a.curve:  # a guided model under --hints
+            results["models"][name]["hints"] = {
+                "points": cfg.hints,
+                "delta_e_median": float(np.median(a.hint_de)) if a.hint_de else None,
+                "hinted_pixels": len(a.hint_de),
+                "curve": {str(k): _ci(v, cfg) for k, v in sorted(a.curve.items())},
+            }
     results.update(
         {
             "colorgan_version": _version(),
@@ -627,6 +681,22 @@ def _markdown(results: dict, outputs: dict) -> str:
         "ground truths. AuC is the area under the ab-error accuracy curve (thresholds 0-150) of Zhang et al. "
         "FID and KID compare the Inception-v3 features of the predictions with those of the ground truths.",
     ]
+    guided = {name: m["hints"] for name, m in results["models"].items() if m.get("hints")}
+    if guided:
+        ks = list(next(iter(guided.values()))["curve"])
+        lines += [
+            "",
+            f"Colour points simulated from the truth ({results['config']['hints']} per photo in the table above, for the "
+            "models that take them; 5 x 5 patches of the true mean colour at the render size, at random places seeded by "
+            "the photo's name). PSNR (dB) against the number of points, and the median CIE76 ΔE between output and hint "
+            "at the hinted pixels:",
+            "",
+            "| Model | " + " | ".join(f"{k} pts" for k in ks) + " | median ΔE at the hints |",
+            "|---|" + "---|" * (len(ks) + 1),
+        ]
+        for name, h in guided.items():
+            de = "—" if h["delta_e_median"] is None else f"{h['delta_e_median']:.2f}"
+            lines.append(f"| {_md_escape(name)} | " + " | ".join(f"{h['curve'][k]['mean']:.2f}" for k in ks) + f" | {de} |")
     if results["notes"]:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in results["notes"]]
     files = [("results.json", "every number, per image too")]
