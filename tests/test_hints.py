@@ -156,7 +156,7 @@ def test_cli_hints_file_folder_and_a_bad_point_fail_only_their_photo(tmp_path, t
     assert main(["colorize", str(files[2]), "-o", str(tmp_path / "one"), "--weights", str(tiny_guided_weights), "--render-size", "64", "--hints", str(one), "-q"]) == 0
     capsys.readouterr()
     assert main(["colorize", str(files[2]), "-o", str(tmp_path / "x"), "--weights", str(tiny_weights), "--hints", str(one)]) == 2
-    assert "takes no colour hints" in capsys.readouterr().err
+    assert "takes no colour guidance" in capsys.readouterr().err
     assert main(["colorize", str(files[2]), "-o", str(tmp_path / "x"), "--weights", str(tiny_guided_weights), "--hints", str(tmp_path / "nope.json")]) == 2
     assert "no such hints file" in capsys.readouterr().err
 
@@ -216,3 +216,49 @@ def test_evaluate_hints_reports_psnr_against_points_and_the_error_at_the_hints(t
                  "--no-fid", "--hints", "10", "--render-size", "64", "-q"]) == 0
     again = json.loads((tmp_path / "r2" / "results.json").read_text())
     assert next(iter(again["models"].values()))["hints"]["curve"] == h["curve"]
+
+
+def test_reference_guidance_carries_matching_colour_and_refuses_what_matches_nothing(tiny_guided_weights):
+    from colorgan.pipeline import Colorizer
+    from colorgan.reference import ReferenceConfig, reference_guidance, reference_lab
+
+    c = Colorizer.from_pretrained(tiny_guided_weights)
+    net = c.model
+    rgb = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(5))
+    ref_l, ref_ab = reference_lab(rgb)
+    g = reference_guidance(net, ref_l, ref_l, ref_ab)  # the photo as its own reference
+    assert g.shape == (1, 3, 64, 96) and (g[:, 2] > 0).float().mean() > 0.5  # it matches itself
+    # Thresholds no similarity reaches: no confidence anywhere, so no colour is given.
+    none = reference_guidance(net, ref_l, ref_l, ref_ab, ReferenceConfig(low=1.01, high=1.02))
+    assert none.abs().sum() == 0
+
+
+def test_colorize_with_a_reference_api_and_cli(tmp_path, tiny_guided_weights, tiny_weights, capsys):
+    from PIL import Image
+
+    from conftest import write_tinted_photos
+
+    from colorgan.cli import main
+    from colorgan.pipeline import Colorizer
+
+    c = Colorizer.from_pretrained(tiny_guided_weights)
+    grey = np.tile(np.linspace(40, 200, 96, dtype=np.uint8), (64, 1))
+    ref = (np.random.default_rng(0).random((70, 90, 3)) * 255).astype(np.uint8)
+    auto, withref = c.colorize(grey, render_size=64), c.colorize(grey, render_size=64, reference=Image.fromarray(ref))
+    assert withref.shape == auto.shape and not np.array_equal(auto, withref)
+    with pytest.raises(ValueError, match="greyscale"):
+        c.colorize(grey, reference=grey)
+    with pytest.raises(ValueError, match="takes no reference"):
+        Colorizer.from_pretrained(tiny_weights).colorize(grey, reference=ref)
+    # CLI: a folder of references in the inputs' layout; a grey reference fails only its photo.
+    src, refs = tmp_path / "in", tmp_path / "refs"
+    write_tinted_photos(src, 2, size=(40, 56), tint=(1, 1, 1), name="p{i}.png")
+    refs.mkdir()
+    Image.fromarray(ref).save(refs / "p0.jpg")
+    Image.fromarray(np.full((30, 30), 90, np.uint8)).save(refs / "p1.png")
+    rc = main(["colorize", str(src), "-o", str(tmp_path / "out"), "--weights", str(tiny_guided_weights), "--render-size", "64",
+               "--reference", str(refs), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "p1.png: its reference" in err and "greyscale" in err
+    assert (tmp_path / "out" / "p0.png").exists() and not (tmp_path / "out" / "p1.png").exists()
+    assert main(["colorize", str(src), "-o", str(tmp_path / "x"), "--weights", str(tiny_weights), "--reference", str(refs / "p0.jpg")]) == 2

@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
-from colorgan.errors import ColorGANError
+from colorgan.errors import ColorGANError, ImageLoadError
 
 __all__ = ["FileJob", "BatchResult", "run_jobs", "shard_of", "parse_shard", "shard_from_env"]
 
@@ -46,12 +46,14 @@ class FileJob:
         output: the colour image to write.
         compare: where to write the side-by-side (original | colour) image, or None.
         hints: a hints JSON file with colour points for this image (:mod:`colorgan.hints`), or None.
+        reference: a colour photo whose colours this image takes where they match, or None.
     """
 
     source: Path
     output: Path
     compare: Path | None = None
     hints: Path | None = None
+    reference: Path | None = None
 
 
 @dataclass
@@ -74,6 +76,7 @@ class _Decoded:
     kind: str
     original: np.ndarray | None  # (H, W, 3) float32 RGB, kept only for --compare
     hints: list | None = None  # the image's colour points (colorgan.hints.ColourPoint), checked
+    reference: object = None  # torch.Tensor (1, 3, H', W') sRGB of its reference photo, or None
 
 
 class _Inline:
@@ -154,8 +157,15 @@ def run_jobs(
                 points = load_hints(job.hints, size=tuple(prep.L.shape[-2:])) or None
             except HintsError as e:
                 raise HintsError(f"{job.source}: {e}") from None
+        reference = None
+        if job.reference is not None:
+            try:
+                reference = colorizer.prepare_reference(job.reference)  # type: ignore[attr-defined]
+            except (ValueError, ImageLoadError) as e:  # unreadable, or grey: this photo fails, not the run
+                raise ImageLoadError(job.source, f"its reference {e}") from None
         return _Decoded(
             hints=points,
+            reference=reference,
             job=job,
             L=prep.L,
             alpha=loaded.alpha,
@@ -211,9 +221,13 @@ def run_jobs(
         if not batch:
             return
         try:
-            hints = [it.hints for it in batch]
-            with_hints = {"hints": hints} if any(hints) else {}  # only then: any colorizer-like object serves automatic runs
-            abs_ = colorizer.predict_ab_batch([it.L for it in batch], render_size, **with_hints)  # type: ignore[attr-defined]
+            hints, refs = [it.hints for it in batch], [it.reference for it in batch]
+            guided: dict = {}  # only when given: any colorizer-like object serves automatic runs
+            if any(hints):
+                guided["hints"] = hints
+            if any(r is not None for r in refs):
+                guided["references"] = refs
+            abs_ = colorizer.predict_ab_batch([it.L for it in batch], render_size, **guided)  # type: ignore[attr-defined]
         except (ColorGANError, MemoryError) as e:
             reason = str(e) if isinstance(e, ColorGANError) else "not enough memory"
             for it in batch:

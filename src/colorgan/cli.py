@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--hints", type=Path, default=None, metavar="PATH",
                    help="colour points: a JSON file for every input, or a folder with <input stem>.json per input "
                         "(in the input tree's layout; inputs without one are colourised automatically)")
+    c.add_argument("--reference", type=Path, default=None, metavar="PATH",
+                   help="a colour photo of a similar scene whose colours go to the matching parts of every input, "
+                        "or a folder with <input stem>.<ext> per input; points (--hints) win where given")
     c.add_argument("--max-pixels", type=positive_int, default=None, metavar="N", help="refuse images larger than N pixels")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar; errors and the summary only")
     c.set_defaults(func=_cmd_colorize)
@@ -174,6 +177,7 @@ def colorize_paths(
     shard: tuple[int, int] | None = None,
     verbose: bool = False,
     hints: Path | None = None,
+    reference: Path | None = None,
 ) -> ColorizeSummary:
     """Colourise every image in ``inputs`` into ``outdir`` (the core of ``colorgan colorize``).
 
@@ -202,6 +206,8 @@ def colorize_paths(
         hints: colour points (:mod:`colorgan.hints`): a JSON file used for every input, or a
             folder holding ``<input stem>.json`` for each input in the input tree's layout
             (inputs without one are colourised automatically).
+        reference: a colour photo whose colours every input takes where its parts match, or a
+            folder holding ``<input stem>.<ext>`` for each input in the input tree's layout.
 
     Raises:
         OutputError: an output would land on an input: ``outdir`` is one of the input folders,
@@ -236,7 +242,7 @@ def colorize_paths(
                     planning_errors.append(f"error: {file}: its output {out} would clash with that of {planned[key]}; skipped")
                     continue
                 planned[key] = file
-                jobs.append(FileJob(file, out, _compare_path(out) if compare else None, _hints_for(hints, rel)))
+                jobs.append(FileJob(file, out, _compare_path(out) if compare else None, _hints_for(hints, rel), _reference_for(reference, rel)))
         except ColorGANError as e:
             planning_errors.append(f"error: {e}")
     for job in jobs:  # an explicitly named file can sit where another input's output goes
@@ -299,6 +305,20 @@ def _hints_for(hints: Path | None, rel: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def _reference_for(reference: Path | None, rel: Path) -> Path | None:
+    """The reference photo of the input at ``rel``: ``reference`` itself when it is a file, else the
+    image ``reference/<rel's folder>/<rel's stem>.<any image suffix>`` when there is one, else None."""
+    if reference is None or not reference.is_dir():
+        return reference
+    from colorgan.io import IMAGE_SUFFIXES
+
+    folder = reference / rel.parent
+    for cand in sorted(folder.glob(f"{rel.stem}.*")) if folder.is_dir() else []:
+        if cand.suffix.lower() in IMAGE_SUFFIXES and cand.is_file():
+            return cand
+    return None
+
+
 def _local_device(device: "object") -> "object":
     """Under a launcher with several processes per machine, give each its own GPU (LOCAL_RANK)."""
     import torch
@@ -344,11 +364,13 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.output.is_dir():
         print(f"colorgan: error: {args.output}: exists and is not a folder", file=sys.stderr)
         return 2
-    if args.hints is not None:
-        if not args.hints.exists():
-            return cli_error(f"{args.hints}: no such hints file or folder")
+    for option, path in (("--hints", args.hints), ("--reference", args.reference)):
+        if path is None:
+            continue
+        if not path.exists():
+            return cli_error(f"{path}: no such {option[2:]} file or folder")
         if not colorizer.takes_hints:
-            return cli_error(f"--hints: the model {colorizer.name!r} takes no colour hints (it was not trained with guidance)")
+            return cli_error(f"{option}: the model {colorizer.name!r} takes no colour guidance (it was not trained with it)")
 
     def report(msg: str) -> None:
         from tqdm import tqdm
@@ -373,6 +395,7 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
             shard=shard,
             verbose=args.verbose,
             hints=args.hints,
+            reference=args.reference,
         )
     except OutputError as e:  # an output would land on an input: refused before anything is written
         return cli_error(str(e))

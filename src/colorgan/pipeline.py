@@ -435,7 +435,11 @@ class Colorizer:
 
     @torch.inference_mode()
     def predict_ab_batch(
-        self, Ls: Sequence[torch.Tensor], render_size: int = 256, hints: "Sequence[Sequence[ColourPoint] | None] | None" = None
+        self,
+        Ls: Sequence[torch.Tensor],
+        render_size: int = 256,
+        hints: "Sequence[Sequence[ColourPoint] | None] | None" = None,
+        references: "Sequence[torch.Tensor | None] | None" = None,
     ) -> list[torch.Tensor]:
         """Predict ab for several images of any sizes; those with the same render shape share a forward pass.
 
@@ -444,6 +448,9 @@ class Colorizer:
             render_size: short side the model sees (64-2048).
             hints: per image, colour points in its pixels (:class:`colorgan.hints.ColourPoint`)
                 or None; images without are colourised automatically.
+            references: per image, a colour reference photo ``(1, 3, H', W')`` sRGB in [0, 1]
+                (:meth:`prepare_reference`) or None; its colours are carried to the matching
+                parts of the image (:mod:`colorgan.reference`); points, where given, win.
 
         Returns:
             One ``(1, 2, h_i, w_i)`` float32 ab (about [-110, 110]) at render resolution per input,
@@ -458,10 +465,9 @@ class Colorizer:
         for (h, w), idx in groups.items():
             small = torch.cat([resize_to_render(Ls[i].to(self.device), render_size, self.stride) for i in idx])
             guide = None
-            if hints is not None and any(hints[i] for i in idx):
-                from colorgan.hints import rasterize_points
-
-                guide = torch.cat([rasterize_points(hints[i] or [], tuple(Ls[i].shape[-2:]), (h, w), device=self.device) for i in idx])
+            if (hints is not None and any(hints[i] for i in idx)) or (references is not None and any(references[i] is not None for i in idx)):
+                guide = torch.cat([self._guide(small[j : j + 1], Ls[i], render_size, hints[i] if hints else None,
+                                               references[i] if references else None) for j, i in enumerate(idx)])
             ab = self.predict_ab_safe(small, render_size, guide)
             for j, i in enumerate(idx):
                 out[i] = ab[j : j + 1].to(Ls[i].device)
@@ -499,10 +505,57 @@ class Colorizer:
         # The same path as every other input: prepare (L, grey look-up), predict, merge.
         return self.colorize_loaded(cio.from_array(arr), render_size)
 
-    def colorize_loaded(self, loaded: "object", render_size: int = 256, hints: "HintsLike | None" = None) -> np.ndarray:
+    def colorize_loaded(
+        self, loaded: "object", render_size: int = 256, hints: "HintsLike | None" = None, reference: "object | None" = None
+    ) -> np.ndarray:
         """Colourise a :class:`colorgan.io.LoadedImage`; returns ``(H, W, 3)`` float32 sRGB in [0, 1]."""
         prep = self.prepare(loaded)
-        return self._colorize_prepared([prep], render_size, [self._points(hints, prep)])[0]
+        ref = None if reference is None else [self.prepare_reference(reference)]
+        return self._colorize_prepared([prep], render_size, [self._points(hints, prep)], ref)[0]
+
+    def _guide(
+        self, small: torch.Tensor, L: torch.Tensor, render_size: int, points: "Sequence[ColourPoint] | None", reference: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One image's guidance ``(1, 3, h, w)`` at its render shape: the reference's colours, then the points over them."""
+        from colorgan.hints import rasterize_points
+
+        h, w = small.shape[-2:]
+        guide = torch.zeros(1, 3, h, w, device=self.device)
+        if reference is not None:
+            from colorgan.reference import reference_guidance, reference_lab
+
+            self._check_guide(guide)
+            ref = resize_to_render(reference.to(self.device, torch.float32), render_size, self.stride)
+            ref_l, ref_ab = reference_lab(ref.clamp(0, 1))
+            guide = reference_guidance(self.model, color.normalize_l(small.clamp(0, 100)), ref_l, ref_ab).float()
+        if points:
+            pts = rasterize_points(points, tuple(L.shape[-2:]), (h, w), device=self.device)
+            given = pts[:, 2:3] > 0
+            guide = torch.where(given, pts, guide)
+        return guide
+
+    def prepare_reference(self, reference: "object") -> torch.Tensor:
+        """A colour reference photo (PIL image, array, LoadedImage or file path) as ``(1, 3, H, W)`` sRGB in [0, 1].
+
+        Raises:
+            ValueError: the reference is greyscale (it has no colour to give) or the model takes no guidance.
+            ImageLoadError: an unreadable file.
+        """
+        from colorgan import io as cio
+
+        if not self.takes_hints:
+            raise ValueError(f"the model {self.name!r} takes no reference photo (it was not trained with guidance)")
+        if isinstance(reference, (str, os.PathLike)):
+            loaded = cio.load_image(reference)
+        elif isinstance(reference, cio.LoadedImage):
+            loaded = reference
+        elif isinstance(reference, np.ndarray):
+            loaded = cio.from_array(reference)
+        else:
+            loaded = cio.from_pil(reference)  # type: ignore[arg-type]
+        if loaded.kind == "grey":
+            raise ValueError(f"{loaded.source or 'the reference'}: a greyscale photo has no colour to give as a reference")
+        return torch.from_numpy(np.ascontiguousarray(loaded.rgb, dtype=np.float32)).permute(2, 0, 1)[None]
 
     def _points(self, hints: "HintsLike | None", prep: PreparedImage) -> "list[ColourPoint] | None":
         """Colour points given in any accepted form, checked against the image (None: no hints)."""
@@ -522,11 +575,15 @@ class Colorizer:
         return points or None
 
     @torch.inference_mode()
-    def _colorize_prepared(self, items: list[PreparedImage], render_size: int, hints: "list | None" = None) -> list[np.ndarray]:
-        abs_ = self.predict_ab_batch([it.L for it in items], render_size, hints)
+    def _colorize_prepared(
+        self, items: list[PreparedImage], render_size: int, hints: "list | None" = None, references: "list | None" = None
+    ) -> list[np.ndarray]:
+        abs_ = self.predict_ab_batch([it.L for it in items], render_size, hints, references)
         return [self.merge(it.L, ab) for it, ab in zip(items, abs_)]
 
-    def colorize(self, image: PILOrArray, render_size: int = 256, hints: "HintsLike | None" = None) -> PILOrArray:
+    def colorize(
+        self, image: PILOrArray, render_size: int = 256, hints: "HintsLike | None" = None, reference: "object | None" = None
+    ) -> PILOrArray:
         """Colourise one image.
 
         Args:
@@ -537,6 +594,8 @@ class Colorizer:
                 ``{"x": .., "y": .., "color": "#rrggbb", "radius": ..}`` dicts or
                 :class:`colorgan.hints.ColourPoint`, a ``{"points": [...]}`` object, or the path
                 of a hints JSON file; x and y in pixels of the image as shown.
+            reference: a colour photo of a similar scene (PIL image, array or file path): its
+                colours are carried to the matching parts of the image; points win where given.
 
         Raises:
             colorgan.hints.HintsError: a bad point (outside the image, a bad colour...).
@@ -547,10 +606,16 @@ class Colorizer:
             alpha; 16-bit PIL inputs come back 8-bit, since PIL holds no 16-bit RGB), or an array
             ``(H, W, 3|4)`` of the input's dtype (uint8, uint16, or float32 in [0, 1]).
         """
-        return self.colorize_batch([image], render_size=render_size, hints=None if hints is None else [hints])[0]
+        return self.colorize_batch([image], render_size=render_size, hints=None if hints is None else [hints],
+                                   references=None if reference is None else [reference])[0]
 
     def colorize_batch(
-        self, images: Sequence[PILOrArray], render_size: int = 256, batch_size: int = 8, hints: "Sequence[HintsLike | None] | None" = None
+        self,
+        images: Sequence[PILOrArray],
+        render_size: int = 256,
+        batch_size: int = 8,
+        hints: "Sequence[HintsLike | None] | None" = None,
+        references: "Sequence[object | None] | None" = None,
     ) -> list[PILOrArray]:
         """Colourise several images; those with the same render shape share forward passes.
 
@@ -559,6 +624,7 @@ class Colorizer:
             render_size: short side the model sees.
             batch_size: images prepared and run together (bounds memory).
             hints: per image, its colour points (see :meth:`colorize`) or None.
+            references: per image, its colour reference photo (see :meth:`colorize`) or None.
 
         Returns:
             One result per input, in order, each of the input's kind.
@@ -568,7 +634,8 @@ class Colorizer:
             chunk = list(images[start : start + batch_size])
             prepared = [self.prepare(im) for im in chunk]
             points = None if hints is None else [self._points(h, p) for h, p in zip(hints[start : start + batch_size], prepared)]
-            rgbs = self._colorize_prepared(prepared, render_size, points)
+            refs = None if references is None else [None if r is None else self.prepare_reference(r) for r in references[start : start + batch_size]]
+            rgbs = self._colorize_prepared(prepared, render_size, points, refs)
             for im, prep, rgb in zip(chunk, prepared, rgbs):
                 results.append(_to_output(im, prep, rgb))
         return results
