@@ -672,3 +672,35 @@ def test_stalled_upload_is_408_on_a_real_server(tiny_colorizer):
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def test_api_takes_hints_and_a_reference_and_refuses_bad_ones(tiny_guided_weights, tiny_weights):
+    """POST /api/colorize with the hints JSON of `colorgan colorize --hints` and a reference file."""
+    import json as _json
+
+    from colorgan.pipeline import Colorizer
+
+    png = _encode(_photo("L", size=(64, 48)), "PNG")
+    hints = _json.dumps({"points": [{"x": 10, "y": 12, "color": "#ff2020", "radius": 6}]})
+    ref = _encode(_photo("RGB", size=(60, 50), seed=3), "PNG")
+    with TestClient(create_app(str(tiny_guided_weights), settings=ServeSettings(device="cpu")), base_url=BASE) as client:
+        auto = client.post("/api/colorize", files={"file": ("a.png", png)}, data={"render_size": "64"})
+        hinted = client.post("/api/colorize", files={"file": ("a.png", png)}, data={"render_size": "64", "hints": hints})
+        both = client.post("/api/colorize", files={"file": ("a.png", png), "reference": ("r.png", ref)},
+                           data={"render_size": "64", "hints": hints})
+        assert auto.status_code == hinted.status_code == both.status_code == 200
+        assert auto.content != hinted.content != both.content
+        # The page's hints reproduce the CLI's result: the same as Colorizer.colorize with those hints.
+        grey = np.asarray(Image.open(io.BytesIO(png)))
+        want = Colorizer.from_pretrained(tiny_guided_weights).colorize(grey, render_size=64, hints=_json.loads(hints))
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(hinted.content)).convert("RGB")), want)
+        bad = client.post("/api/colorize", files={"file": ("a.png", png)}, data={"hints": '{"points": [{"x": 500, "y": 1, "color": "#fff"}]}'})
+        assert bad.status_code == 422 and "points[0]" in bad.json()["detail"] and "outside" in bad.json()["detail"]
+        assert client.post("/api/colorize", files={"file": ("a.png", png)}, data={"hints": "{nope"}).status_code == 422
+        grey_ref = client.post("/api/colorize", files={"file": ("a.png", png), "reference": ("r.png", png)})
+        assert grey_ref.status_code == 422 and "greyscale" in grey_ref.json()["detail"]
+        junk = client.post("/api/colorize", files={"file": ("a.png", png), "reference": ("r.png", b"not an image")})
+        assert junk.status_code == 422 and "reference" in junk.json()["detail"]
+    with TestClient(create_app(str(tiny_weights), settings=ServeSettings(device="cpu")), base_url=BASE) as client:
+        r = client.post("/api/colorize", files={"file": ("a.png", png)}, data={"hints": hints})
+        assert r.status_code == 422 and "takes no colour hints" in r.json()["detail"]

@@ -20,6 +20,7 @@ Every error is JSON ``{"detail": "..."}``; bad input never produces a ``500``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -34,6 +35,7 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from colorgan.errors import ImageLoadError, OutOfMemoryError
+from colorgan.hints import HintsError
 from colorgan.limits import MIN_RENDER_SIZE
 from colorgan.web.state import ServerState, get_state
 from colorgan.web.workqueue import WorkTimeout
@@ -52,6 +54,8 @@ router = APIRouter(prefix="/api", tags=["colorize"])
 # Room for the multipart framing and the small fields around the file itself.
 _FORM_OVERHEAD = 64 * 1024
 _MAX_FIELD_BYTES = 1024
+#: The hints field (the JSON of colour points) may be longer than the other fields.
+_MAX_HINTS_BYTES = 256 * 1024
 _MAX_PARTS = 16
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -73,12 +77,15 @@ class _BadForm(Exception):
 
 
 class _FormReader:
-    """Streaming multipart/form-data reader: one file part (``file``) kept in memory, a few
-    small text fields, everything else counted and dropped."""
+    """Streaming multipart/form-data reader: the photo (``file``) and an optional colour reference
+    photo (``reference``) kept in memory (together within the upload limit), a few small text
+    fields (``hints``: the colour points' JSON), everything else counted and dropped."""
 
     def __init__(self, boundary: bytes, max_file_bytes: int) -> None:
         self.max_file_bytes = max_file_bytes
         self.file = bytearray()
+        self.reference = bytearray()
+        self.has_reference = False
         self.filename: str | None = None
         self.has_file = False
         self.fields: dict[str, str] = {}
@@ -135,21 +142,27 @@ class _FormReader:
             raw = params.get(b"filename")
             self.filename = raw.decode("utf-8", "replace") if raw is not None else None
             self._target = "file"
-        elif name in ("render_size", "compare", "format"):
+        elif name == "reference":
+            if self.has_reference:
+                raise _BadForm("send one reference photo per request (the form has several 'reference' fields)")
+            self.has_reference = True
+            self._target = "reference"
+        elif name in ("render_size", "compare", "format", "hints"):
             self._target = name
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._target == "file":
-            if len(self.file) + (end - start) > self.max_file_bytes:
+        if self._target in ("file", "reference"):
+            if len(self.file) + len(self.reference) + (end - start) > self.max_file_bytes:
                 raise _UploadTooLarge()
-            self.file.extend(data[start:end])
+            (self.file if self._target == "file" else self.reference).extend(data[start:end])
         elif self._target is not None:
-            if len(self._value) + (end - start) > _MAX_FIELD_BYTES:
+            limit = _MAX_HINTS_BYTES if self._target == "hints" else _MAX_FIELD_BYTES
+            if len(self._value) + (end - start) > limit:
                 raise _BadForm(f"form field '{self._target}' is too long")
             self._value.extend(data[start:end])
 
     def _part_end(self) -> None:
-        if self._target not in (None, "file"):
+        if self._target not in (None, "file", "reference"):
             self.fields[self._target] = self._value.decode("utf-8", "replace").strip()
 
     def _end(self) -> None:
@@ -222,6 +235,16 @@ def _parse_bool(name: str, value: Any) -> bool:
     raise HTTPException(422, f"{name} must be true or false, got {str(value)[:40]!r}")
 
 
+def _parse_hints(value: str | None) -> Any:
+    """The hints field as decoded JSON (checked against the photo later), or None when absent or empty."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as e:
+        raise HTTPException(422, f"hints: not valid JSON ({e.msg})") from None
+
+
 def _parse_format(value: Any) -> str:
     text = "png" if value in (None, "") else str(value).strip().lower()
     if text not in _FORMATS:
@@ -239,6 +262,12 @@ class _Job:
     render_size: int
     fmt: str  # key of _FORMATS
     compare: bool
+    hints: Any = None  # the decoded JSON of the colour points, or None
+    reference: bytes | None = None  # the reference photo's bytes, or None
+
+
+class _BadGuidance(Exception):
+    """Hints or a reference the server cannot use (422 with the message)."""
 
 
 @dataclass
@@ -267,7 +296,16 @@ def _process(state: ServerState, job: _Job) -> _Result:
     # Content sniffing: load_image identifies the format from the bytes themselves and only
     # lets the JPEG/PNG/TIFF/WebP/BMP decoders try; the size is checked before decoding.
     loaded = cio.load_image(job.data, max_pixels=state.settings.max_pixels)
-    rgb = colorizer.colorize_loaded(loaded, job.render_size)
+    reference = None
+    if job.reference is not None:
+        try:
+            reference = cio.load_image(job.reference, max_pixels=state.settings.max_pixels)
+        except ImageLoadError as e:
+            raise _BadGuidance(f"reference: {e.reason}") from None
+    try:
+        rgb = colorizer.colorize_loaded(loaded, job.render_size, hints=job.hints, reference=reference)
+    except (HintsError, ValueError) as e:  # a bad point, a grey reference, a model without guidance
+        raise _BadGuidance(str(e)) from None
     if job.compare:
         # As the CLI's --compare: original | colour, no alpha.
         image, alpha = np.concatenate([loaded.rgb.astype(np.float32, copy=False), rgb], axis=1), None
@@ -325,6 +363,9 @@ _FORM_SCHEMA = {
         "render_size": {"type": "integer", "minimum": 64, "description": "short side the model sees (default 256; the server's maximum applies)"},
         "compare": {"type": "boolean", "description": "return original | colour side by side"},
         "format": {"type": "string", "enum": ["png", "jpeg"], "description": "response format (default png)"},
+        "hints": {"type": "string", "description": 'colour points as JSON, the format of `colorgan colorize --hints`: '
+                  '{"points": [{"x": 120, "y": 45, "color": "#a03020", "radius": 8}]} (pixels of the photo as shown)'},
+        "reference": {"type": "string", "format": "binary", "description": "a colour photo of a similar scene whose colours go to the matching parts"},
     },
 }
 
@@ -344,7 +385,8 @@ _FORM_SCHEMA = {
         408: {**_ERROR, "description": "the upload took longer than the server's upload time-out"},
         413: {**_ERROR, "description": "upload over the size limit, or image over the pixel limit"},
         415: {**_ERROR, "description": "not multipart/form-data, or the file is not a supported image"},
-        422: {**_ERROR, "description": "missing file or bad option (render_size, compare, format)"},
+        422: {**_ERROR, "description": "missing file or bad option (render_size, compare, format), bad hints or reference, "
+              "or guidance for a model that takes none"},
         503: {**_ERROR, "description": "the work queue is full (see Retry-After), or out of memory"},
         504: {**_ERROR, "description": "not finished within the server's request time-out"},
     },
@@ -401,6 +443,8 @@ async def colorize(
             render_size=_parse_render_size(form.fields.get("render_size", render_size), state),
             fmt=_parse_format(form.fields.get("format", format)),
             compare=_parse_bool("compare", form.fields.get("compare", compare)),
+            hints=_parse_hints(form.fields.get("hints")),
+            reference=bytes(form.reference) if form.has_reference else None,
         )
         del form  # the bytes live on in the job only
         queued_at = time.perf_counter()
@@ -411,6 +455,8 @@ async def colorize(
             raise HTTPException(504, f"{display}: not done within {settings.request_timeout_s:g} s ({what})") from None
         except ImageLoadError as e:
             raise _load_error(display, e) from None
+        except _BadGuidance as e:
+            raise HTTPException(422, f"{display}: {e}") from None
         except (OutOfMemoryError, MemoryError):
             raise HTTPException(503, f"{display}: not enough memory on the server for this image now", headers={"Retry-After": "10"}) from None
     finally:
