@@ -68,9 +68,21 @@ def _photo(path: Path, size: tuple[int, int] = (320, 240)) -> Path:
 @pytest.fixture
 def live_server(tiny_colorizer):
     """uvicorn serving the app with the tiny model on a free loopback port, in a thread."""
+    yield from _serve(tiny_colorizer)
+
+
+@pytest.fixture
+def live_guided_server(tiny_guided_weights):
+    """The same with a tiny model that takes colour guidance."""
+    from colorgan.pipeline import Colorizer
+
+    yield from _serve(Colorizer.from_pretrained(tiny_guided_weights, device="cpu"))
+
+
+def _serve(colorizer):
     import uvicorn
 
-    app = create_app(tiny_colorizer, settings=ServeSettings(workers=1))
+    app = create_app(colorizer, settings=ServeSettings(workers=1))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -258,3 +270,84 @@ def test_api_docs_render_without_network(live_server, browser):
         "return Array.from(document.querySelectorAll('script[src], link[href]')).map(e => e.src || e.href)"
     )
     assert sources and all(s.startswith(live_server) for s in sources), sources
+
+
+_PIXEL_JS = """
+const img = arguments[0], x = arguments[1], y = arguments[2];
+const c = document.createElement('canvas');
+c.width = img.naturalWidth; c.height = img.naturalHeight;
+const g = c.getContext('2d');
+g.drawImage(img, 0, 0);
+return Array.from(g.getImageData(x, y, 1, 1).data.slice(0, 3));
+"""
+
+
+def _ab(rgb8) -> np.ndarray:
+    import torch
+
+    from colorgan import color
+
+    t = torch.tensor(rgb8, dtype=torch.float32).view(1, 3, 1, 1) / 255.0
+    return color.rgb_to_lab(t)[0, 1:, 0, 0].numpy()
+
+
+def test_place_a_colour_point_pick_its_colour_and_the_colour_moves_there(live_guided_server, browser, tmp_path):
+    """Click the picture in colour-point mode, choose a colour: the re-rendered colour at that place
+    moves towards it; undo brings the automatic colours back; the hints file says what was sent."""
+    import json
+
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    photo = _photo(tmp_path / "square.jpg")
+    wait = WebDriverWait(browser, WAIT_S)
+    browser.get(live_guided_server)
+    wait.until(lambda d: "model" in d.find_element(By.ID, "server-info").text)
+    browser.find_element(By.ID, "file-input").send_keys(str(photo))
+    card = browser.find_element(By.CSS_SELECTOR, "#results .card")
+    wait.until(lambda d: card.get_attribute("data-state") == "done")
+    after = card.find_element(By.CSS_SELECTOR, "img.after")
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", after) == 320)
+    guide = card.find_element(By.CSS_SELECTOR, ".guide")
+    assert guide.is_displayed()
+    x, y = 240, 130  # inside the dark rectangle of the test photo
+    auto = browser.execute_script(_PIXEL_JS, after, x, y)
+    first_src = after.get_attribute("src")
+
+    # Choose the colour (the native picker cannot be driven; set its value as it would), then click.
+    target = "#10c040"
+    browser.execute_script(
+        "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('change'));",
+        card.find_element(By.CSS_SELECTOR, ".point-colour"), target)
+    card.find_element(By.CSS_SELECTOR, ".add-points").click()
+    assert card.find_element(By.CSS_SELECTOR, ".add-points").get_attribute("aria-pressed") == "true"
+    compare = card.find_element(By.CSS_SELECTOR, ".compare")
+    rect = browser.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height];", compare)
+    dx, dy = (x + 0.5) / 320 * rect[0] - rect[0] / 2, (y + 0.5) / 240 * rect[1] - rect[1] / 2
+    ActionChains(browser).move_to_element_with_offset(compare, int(round(dx)), int(round(dy))).click().perform()
+    assert len(card.find_elements(By.CSS_SELECTOR, ".marker")) == 1
+    label = card.find_element(By.CSS_SELECTOR, ".points li span").text
+    px, py = (int(v) for v in label.split(": ")[1].split(", "))
+    assert abs(px - x) <= 2 and abs(py - y) <= 2
+
+    wait.until(lambda d: after.get_attribute("src") != first_src and card.get_attribute("data-state") == "done")
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", after) == 320)
+    hinted = browser.execute_script(_PIXEL_JS, after, px, py)
+    want = _ab([int(target[i : i + 2], 16) for i in (1, 3, 5)])
+    assert np.linalg.norm(_ab(hinted) - want) < np.linalg.norm(_ab(auto) - want) - 2.0, (auto, hinted)
+
+    # The downloaded hints file holds exactly the point that was sent.
+    card.find_element(By.CSS_SELECTOR, "a.download-hints").click()
+    hints = _wait_for_file(browser.downloads, "square.json")
+    assert json.loads(hints.read_text()) == {"points": [{"x": px, "y": py, "color": target}]}
+
+    # Undo: no point, and the automatic colours come back.
+    second_src = after.get_attribute("src")
+    card.find_element(By.CSS_SELECTOR, ".undo").click()
+    assert not card.find_elements(By.CSS_SELECTOR, ".marker")
+    wait.until(lambda d: after.get_attribute("src") != second_src and card.get_attribute("data-state") == "done")
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", after) == 320)
+    assert browser.execute_script(_PIXEL_JS, after, px, py) == auto
+    shot = tmp_path / "web-colour-point.png"
+    browser.save_screenshot(str(shot))
+    _save_artifact(shot)
+

@@ -488,7 +488,7 @@ async def health(request: Request) -> dict[str, Any]:
     model: dict[str, Any] = {"loaded": state.loaded}
     if state.loaded:
         c = state.colorizer()
-        model.update(name=c.name, device=str(c.device))
+        model.update(name=c.name, device=str(c.device), takes_hints=bool(getattr(c, "takes_hints", False)))
     return {
         "status": "ok" if state.loaded else "loading",
         "version": __version__,

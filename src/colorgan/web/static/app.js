@@ -35,6 +35,7 @@
     renderSize: Number(els.renderSize.value),
     format: els.format.value,
     maxUploadBytes: null,
+    takesHints: false,
   };
 
   // ------------------------------------------------------------------------------ helpers
@@ -104,6 +105,8 @@
           'which keeps a copy of each photo and its result (it was started with --save-dir).';
       }
       const model = health.model || {};
+      state.takesHints = Boolean(model.takes_hints);
+      for (const item of state.items) if (item.blob) $('.guide', item.card).hidden = !state.takesHints;
       els.serverInfo.textContent = 'ColorGAN ' + health.version +
         (model.name ? ' · model ' + model.name + ' on ' + model.device : ' · model loading');
     } catch (err) {
@@ -135,6 +138,11 @@
       setSplit(item, value);
     };
     compare.addEventListener('pointerdown', (event) => {
+      if (item.adding && !event.target.classList.contains('marker')) {
+        addPoint(item, event);  // colour-point mode: a click places a point, the split stays
+        return;
+      }
+      if (event.target.classList.contains('marker')) return; // a marker's own drag
       compare.setPointerCapture(event.pointerId);
       follow(event);
       compare.addEventListener('pointermove', follow);
@@ -159,10 +167,179 @@
     $('.remove', card).addEventListener('click', () => removeItem(item));
     $('.download', card).setAttribute('aria-label', 'Download the colourised ' + item.name);
 
+    setupGuide(item, card);
     item.card = card;
     setSplit(item, 50);
     els.results.appendChild(card);
     return card;
+  }
+
+  // ------------------------------------------------------------------------------ colour points
+
+  function setupGuide(item, card) {
+    item.points = [];      // {x, y, color}: pixels of the photo as shown, '#rrggbb'
+    item.history = [];     // earlier point lists, for undo
+    item.reference = null; // a File
+    item.selected = -1;
+    item.adding = false;
+    const add = $('.add-points', card);
+    add.addEventListener('click', () => {
+      item.adding = !item.adding;
+      add.setAttribute('aria-pressed', String(item.adding));
+      add.textContent = item.adding ? 'Adding colour points (click the picture)' : 'Add colour points';
+      $('.compare', card).classList.toggle('adding', item.adding);
+    });
+    const colour = $('.point-colour', card);
+    colour.setAttribute('aria-label', 'Colour of new points for ' + item.name);
+    colour.addEventListener('change', () => {
+      // The colour of the selected point changes with it; new points take it too.
+      if (item.selected >= 0 && item.points[item.selected]) {
+        changePoints(item, (pts) => { pts[item.selected].color = colour.value; });
+      }
+    });
+    $('.undo', card).addEventListener('click', () => {
+      if (!item.history.length) return;
+      item.points = item.history.pop();
+      item.selected = Math.min(item.selected, item.points.length - 1);
+      pointsChanged(item);
+      announce('Undone: ' + item.points.length + ' colour point' + (item.points.length === 1 ? '' : 's') + '.');
+    });
+    const ref = $('.reference-input', card);
+    ref.setAttribute('aria-label', 'Reference colour photo for ' + item.name);
+    ref.addEventListener('change', () => {
+      item.reference = ref.files && ref.files[0] ? ref.files[0] : null;
+      $('.clear-reference', card).hidden = !item.reference;
+      enqueue(item);
+    });
+    $('.clear-reference', card).addEventListener('click', () => {
+      item.reference = null;
+      ref.value = '';
+      $('.clear-reference', card).hidden = true;
+      enqueue(item);
+    });
+    updateHintsLink(item, card);
+  }
+
+  function hintsJSON(item) {
+    return JSON.stringify({ points: item.points.map((p) => ({ x: p.x, y: p.y, color: p.color })) }, null, 1);
+  }
+
+  function updateHintsLink(item, card) {
+    const link = $('.download-hints', card || item.card);
+    if (item.hintsUrl) URL.revokeObjectURL(item.hintsUrl);
+    item.hintsUrl = URL.createObjectURL(new Blob([hintsJSON(item)], { type: 'application/json' }));
+    link.href = item.hintsUrl;
+    link.download = safeName(stemOf(item.name)) + '.json';
+  }
+
+  function imagePoint(item, event) {
+    // Pixels of the photo as shown: the picture is scaled to the card's width.
+    const img = $('.after', item.card);
+    const rect = $('.compare', item.card).getBoundingClientRect();
+    const w = img.naturalWidth || rect.width, h = img.naturalHeight || rect.height;
+    const x = Math.min(w - 1, Math.max(0, Math.floor((event.clientX - rect.left) / rect.width * w)));
+    const y = Math.min(h - 1, Math.max(0, Math.floor((event.clientY - rect.top) / rect.height * h)));
+    return { x, y };
+  }
+
+  function changePoints(item, edit) {
+    item.history.push(item.points.map((p) => ({ ...p })));
+    edit(item.points);
+    pointsChanged(item);
+  }
+
+  function addPoint(item, event) {
+    const { x, y } = imagePoint(item, event);
+    changePoints(item, (pts) => pts.push({ x, y, color: $('.point-colour', item.card).value }));
+    item.selected = item.points.length - 1;
+    renderPoints(item);
+    announce('Colour point ' + item.points.length + ' at ' + x + ', ' + y + '.');
+  }
+
+  function pointsChanged(item) {
+    renderPoints(item);
+    updateHintsLink(item);
+    $('.undo', item.card).disabled = !item.history.length;
+    clearTimeout(item.renderTimer);
+    item.renderTimer = setTimeout(() => enqueue(item), 150); // a drag or several clicks: one render
+  }
+
+  function renderPoints(item) {
+    const card = item.card;
+    const img = $('.after', card);
+    const w = img.naturalWidth || 1, h = img.naturalHeight || 1;
+    const markers = $('.markers', card);
+    const list = $('.points', card);
+    markers.textContent = '';
+    list.textContent = '';
+    item.points.forEach((p, i) => {
+      const m = document.createElement('span');
+      m.className = 'marker' + (i === item.selected ? ' selected' : '');
+      m.style.left = ((p.x + 0.5) / w * 100) + '%';
+      m.style.top = ((p.y + 0.5) / h * 100) + '%';
+      m.style.background = p.color;
+      m.dataset.index = String(i);
+      m.addEventListener('pointerdown', (event) => startDrag(item, i, m, event));
+      markers.appendChild(m);
+
+      const li = document.createElement('li');
+      li.className = i === item.selected ? 'selected' : '';
+      const pick = document.createElement('input');
+      pick.type = 'color';
+      pick.value = p.color;
+      pick.className = 'point-colour-' + i;
+      pick.setAttribute('aria-label', 'Colour of point ' + (i + 1) + ' at ' + p.x + ', ' + p.y);
+      pick.addEventListener('change', () => changePoints(item, (pts) => { pts[i].color = pick.value; }));
+      const label = document.createElement('span');
+      label.textContent = (i + 1) + ': ' + p.x + ', ' + p.y;
+      const del = document.createElement('button');
+      del.type = 'button';
+      del.className = 'secondary delete-point';
+      del.textContent = '×';
+      del.setAttribute('aria-label', 'Delete point ' + (i + 1));
+      del.addEventListener('click', () => {
+        changePoints(item, (pts) => pts.splice(i, 1));
+        item.selected = -1;
+        renderPoints(item);
+      });
+      li.append(pick, label, del);
+      li.addEventListener('click', (event) => {
+        if (event.target === del) return;
+        item.selected = i;
+        $('.point-colour', card).value = p.color;
+        renderPoints(item);
+      });
+      list.appendChild(li);
+    });
+  }
+
+  function startDrag(item, i, marker, event) {
+    event.stopPropagation();
+    item.selected = i;
+    marker.setPointerCapture(event.pointerId);
+    const before = item.points.map((p) => ({ ...p }));
+    let moved = false;
+    const move = (e) => {
+      const { x, y } = imagePoint(item, e);
+      item.points[i].x = x;
+      item.points[i].y = y;
+      moved = true;
+      const img = $('.after', item.card);
+      marker.style.left = ((x + 0.5) / (img.naturalWidth || 1) * 100) + '%';
+      marker.style.top = ((y + 0.5) / (img.naturalHeight || 1) * 100) + '%';
+    };
+    const end = () => {
+      marker.removeEventListener('pointermove', move);
+      marker.removeEventListener('pointerup', end);
+      if (moved) {
+        item.history.push(before);
+        pointsChanged(item);
+      } else {
+        renderPoints(item);
+      }
+    };
+    marker.addEventListener('pointermove', move);
+    marker.addEventListener('pointerup', end);
   }
 
   function setSplit(item, value) {
@@ -207,6 +384,8 @@
     $('.after', card).src = item.url;
     $('.compare', card).hidden = false;
     $('.slider-row', card).hidden = false;
+    $('.guide', card).hidden = !state.takesHints;
+    renderPoints(item);
     $('.card-actions', card).hidden = false;
 
     const link = $('.download', card);
@@ -232,6 +411,7 @@
     state.items = state.items.filter((it) => it !== item);
     if (item.url) URL.revokeObjectURL(item.url);
     if (item.beforeUrl) URL.revokeObjectURL(item.beforeUrl);
+    if (item.hintsUrl) URL.revokeObjectURL(item.hintsUrl);
     item.card.remove();
     announce(item.name + ' removed.');
     updateGlobalButtons();
@@ -291,6 +471,8 @@
       form.append('file', item.file, item.name);
       form.append('render_size', String(opts.renderSize));
       form.append('format', opts.format);
+      if (item.points && item.points.length) form.append('hints', hintsJSON(item));
+      if (item.reference) form.append('reference', item.reference, item.reference.name);
       let response;
       try {
         response = await fetch('/api/colorize', { method: 'POST', body: form });
