@@ -627,3 +627,24 @@ def test_import_is_light():
     code = "import sys, colorgan.cli; colorgan.cli.build_parser(); print(any(m in sys.modules for m in ('av', 'cv2')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_cli_reference_for_the_clip(clip, tmp_path, tiny_guided_weights, tiny_weights, capsys):
+    """--reference: every frame takes the reference's colours where they match; another reference
+    (or none) never reuses unfinished work; a grey reference or a model without guidance is refused."""
+    from PIL import Image
+
+    ref = tmp_path / "ref.png"
+    Image.fromarray((np.random.default_rng(0).random((60, 80, 3)) * 255).astype(np.uint8)).save(ref)
+    base = [str(clip), "--weights", str(tiny_guided_weights), "--render-size", "64", "--device", "cpu"]
+    auto, guided = tmp_path / "auto.mp4", tmp_path / "ref.mp4"
+    assert _run(capsys, base[0], "-o", str(auto), *base[1:])[0] == 0
+    code, err = _run(capsys, base[0], "-o", str(guided), *base[1:], "--reference", str(ref))
+    assert code == 0, err
+    assert probe(guided).frames == N_FRAMES and guided.read_bytes() != auto.read_bytes()
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((40, 40), 100, np.uint8)).save(grey)
+    code, err = _run(capsys, base[0], "-o", str(tmp_path / "g.mp4"), *base[1:], "--reference", str(grey))
+    assert code == 2 and "greyscale" in err
+    code, err = _run(capsys, base[0], "-o", str(tmp_path / "t.mp4"), "--weights", str(tiny_weights), "--reference", str(ref))
+    assert code == 2 and "takes no colour guidance" in err

@@ -466,7 +466,7 @@ class Colorizer:
             small = torch.cat([resize_to_render(Ls[i].to(self.device), render_size, self.stride) for i in idx])
             guide = None
             if (hints is not None and any(hints[i] for i in idx)) or (references is not None and any(references[i] is not None for i in idx)):
-                guide = torch.cat([self._guide(small[j : j + 1], Ls[i], render_size, hints[i] if hints else None,
+                guide = torch.cat([self.guidance(small[j : j + 1], Ls[i], render_size, hints[i] if hints else None,
                                                references[i] if references else None) for j, i in enumerate(idx)])
             ab = self.predict_ab_safe(small, render_size, guide)
             for j, i in enumerate(idx):
@@ -513,10 +513,18 @@ class Colorizer:
         ref = None if reference is None else [self.prepare_reference(reference)]
         return self._colorize_prepared([prep], render_size, [self._points(hints, prep)], ref)[0]
 
-    def _guide(
+    def guidance(
         self, small: torch.Tensor, L: torch.Tensor, render_size: int, points: "Sequence[ColourPoint] | None", reference: torch.Tensor | None
     ) -> torch.Tensor:
-        """One image's guidance ``(1, 3, h, w)`` at its render shape: the reference's colours, then the points over them."""
+        """One image's guidance ``(1, 3, h, w)`` at its render shape: the reference's colours, then the points over them.
+
+        Args:
+            small: ``(1, 1, h, w)`` its L in [0, 100] at the render shape.
+            L: ``(1, 1, H, W)`` its L at full size (the points' pixels are of that size).
+            render_size: the render size (the reference is resized to it).
+            points: colour points, or None.
+            reference: ``(1, 3, H', W')`` a reference photo (:meth:`prepare_reference`), or None.
+        """
         from colorgan.hints import rasterize_points
 
         h, w = small.shape[-2:]

@@ -108,6 +108,8 @@ def add_video_parser(sub) -> None:
     v.add_argument("--overwrite", action="store_true", help="redo OUTPUT if it exists (otherwise it is left alone)")
     add_device_argument(v)
     add_model_arguments(v)
+    v.add_argument("--reference", type=Path, default=None, metavar="PATH",
+                   help="a colour frame or photo for the clip (a model that takes guidance): its colours go to the matching parts")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar; errors and the summary only")
     v.set_defaults(func=_cmd_video)
 
@@ -133,6 +135,11 @@ def _cmd_video(args: argparse.Namespace) -> int:
         colorizer = Colorizer.from_pretrained(args.weights if args.weights else args.model, device=device)
     except (ValueError, ColorGANError) as e:
         return _error(str(e), 2)
+    if args.reference is not None:
+        if not args.reference.is_file():
+            return _error(f"{args.reference}: no such reference photo", 2)
+        if not colorizer.takes_hints:
+            return _error(f"--reference: the model {colorizer.name!r} takes no colour guidance (it was not trained with it)", 2)
     options = VideoOptions(
         render_size=args.render_size, temporal=args.temporal, start=args.start, end=args.end,
         batch_size=args.batch_size, segment_frames=args.segment_frames, crf=args.crf, preset=args.preset,
@@ -147,8 +154,10 @@ def _cmd_video(args: argparse.Namespace) -> int:
     try:
         result = colorize_video(
             args.input, args.output, colorizer=colorizer, options=options, overwrite=args.overwrite,
-            progress=not args.quiet and sys.stderr.isatty(), report=report,
+            progress=not args.quiet and sys.stderr.isatty(), report=report, reference=args.reference,
         )
+    except ValueError as e:  # a greyscale reference
+        return _error(str(e), 2)
     except KeyboardInterrupt:
         print(
             f"colorgan: interrupted; finished segments are kept in {work_dir_for(args.output)}: "

@@ -311,7 +311,7 @@ def _inference_mode(fn: Callable) -> Callable:
 
 @_inference_mode
 def _colour_batch(
-    colorizer: Any, stab: TemporalStabilizer, frames: list[Any], info: VideoInfo, render_size: int
+    colorizer: Any, stab: TemporalStabilizer, frames: list[Any], info: VideoInfo, render_size: int, reference: Any = None
 ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], list[np.ndarray], list[StepInfo]]:
     """Colourise consecutive decoded frames: L, ab, temporal stabilisation, merge.
 
@@ -334,7 +334,10 @@ def _colour_batch(
     # by the function that resizes a photo, so a frame colourises as the same picture would as a
     # still; predict_ab then finds it already at its render shape and does not resize it again.
     L_small = resize_to_render(L_model, render_size, colorizer.stride)
-    ab_raw = colorizer.predict_ab_safe(L_small, render_size).float()
+    guide = None
+    if reference is not None:  # the reference's colours, matched frame by frame
+        guide = torch.cat([colorizer.guidance(L_small[i : i + 1], L_small[i : i + 1], render_size, None, reference) for i in range(len(frames))])
+    ab_raw = colorizer.predict_ab_safe(L_small, render_size, guide).float()
     if ab_raw.shape[-2:] != L_small.shape[-2:]:  # out of memory: predicted at a smaller render size
         ab_raw = F.interpolate(ab_raw, size=L_small.shape[-2:], mode="bilinear", align_corners=False)
     ab_raw = ab_raw.cpu()
@@ -385,6 +388,7 @@ def colorize_video(
     progress: bool = False,
     on_frame: Callable[[FrameRecord], None] | None = None,
     report: Callable[[str], None] | None = None,
+    reference: str | os.PathLike[str] | None = None,
 ) -> VideoResult:
     """Colourise a video file into ``output`` (the core of ``colorgan video``).
 
@@ -399,6 +403,9 @@ def colorize_video(
         on_frame: called with each finished frame (tests and benchmarks; an exception raised
             there interrupts the run like Ctrl-C would, and the next run resumes).
         report: called with one-line notes and warnings (default: the logger).
+        reference: a colour photo or frame for the clip (a model that takes guidance): every
+            frame takes its colours where they match (:mod:`colorgan.reference`), and the
+            temporal path carries them on as it carries the automatic ones.
 
     Returns:
         What was done.
@@ -434,11 +441,16 @@ def colorize_video(
     shift_abs = start_abs if start_abs is not None else Fraction(max(0.0, info.container_start))
     shift = math.floor(shift_abs / info.time_base)
 
+    ref = None
     st = os.stat(src)
     fingerprint = {
         "input": os.path.abspath(src), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
         "model": _model_id(colorizer), "format": fmt, "options": asdict(opts),
     }
+    if reference is not None:
+        ref = colorizer.prepare_reference(reference)  # raises for a grey or unreadable photo
+        # Work done with another reference (or none) is never reused.
+        fingerprint["reference"] = hashlib.sha256(Path(reference).read_bytes()).hexdigest()
     work = _Work(work_dir_for(dst), fingerprint, say)
     if work.segments:
         say(f"note: resuming: {work.frames_done} frames already done in {work.folder}")
@@ -462,7 +474,7 @@ def colorize_video(
     tic = time.perf_counter()
     try:
         for batch in _batches(iter(reader), index, opts):
-            Ls, rgb8, abs_out, ab_raw, steps = _colour_batch(colorizer, stab, [f.frame for f in batch], info, opts.render_size)
+            Ls, rgb8, abs_out, ab_raw, steps = _colour_batch(colorizer, stab, [f.frame for f in batch], info, opts.render_size, ref)
             for i, f in enumerate(batch):
                 sink.add(f, rgb8[i], cut=steps[i].cut and index > 0, index=index)
                 if on_frame is not None:
