@@ -648,3 +648,30 @@ def test_cli_reference_for_the_clip(clip, tmp_path, tiny_guided_weights, tiny_we
     assert code == 2 and "greyscale" in err
     code, err = _run(capsys, base[0], "-o", str(tmp_path / "t.mp4"), "--weights", str(tiny_weights), "--reference", str(ref))
     assert code == 2 and "takes no colour guidance" in err
+
+
+def test_cdc_and_the_sequence_evaluation_against_true_colour(tmp_path, tiny_guided_weights):
+    from PIL import Image
+
+    from colorgan.pipeline import Colorizer
+    from colorgan.video.evaluate import cdc, evaluate_sequences
+
+    same = [np.full((8, 8, 3), 100, np.uint8)] * 5
+    assert cdc(same) == 0.0
+    flicker = [np.full((8, 8, 3), 100 if i % 2 else 200, np.uint8) for i in range(5)]
+    # Disjoint histograms at odd distances (JS = ln 2 there), equal ones at even distances.
+    assert cdc(flicker) == pytest.approx(np.log(2) / 3)  # the mean over d = 1, 2, 4
+    rng = np.random.default_rng(0)
+    for seq in ("a", "b"):
+        d = tmp_path / "davis" / seq
+        d.mkdir(parents=True)
+        base = rng.random((48, 64, 3))
+        for t in range(6):
+            Image.fromarray((np.roll(base, t, axis=1) * 255).astype(np.uint8)).save(d / f"{t:05d}.png")
+    cz = Colorizer.from_pretrained(tiny_guided_weights)
+    auto = evaluate_sequences(cz, tmp_path / "davis", render_size=64)
+    ref = evaluate_sequences(cz, tmp_path / "davis", render_size=64, reference="first")
+    assert set(auto["sequences"]) == {"a", "b"} and auto["sequences"]["a"]["frames"] == 6
+    for r in (auto, ref):
+        assert np.isfinite(r["mean"]["psnr"]) and r["mean"]["cdc"] >= 0 and r["mean"]["warping_error"] >= 0
+    assert ref["sequences"]["a"]["psnr_per_frame"] != auto["sequences"]["a"]["psnr_per_frame"]

@@ -310,15 +310,25 @@ def _inference_mode(fn: Callable) -> Callable:
 
 
 @_inference_mode
-def _colour_batch(
-    colorizer: Any, stab: TemporalStabilizer, frames: list[Any], info: VideoInfo, render_size: int, reference: Any = None
-) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], list[np.ndarray], list[StepInfo]]:
-    """Colourise consecutive decoded frames: L, ab, temporal stabilisation, merge.
+def colour_frames(
+    colorizer: Any, stab: TemporalStabilizer, L: Any, render_size: int, *, reference: Any = None, k_rot: int = 0
+) -> tuple[Any, list[np.ndarray], list[np.ndarray], list[StepInfo]]:
+    """Colourise consecutive frames given as L: network, temporal stabilisation, merge.
+
+    The one video path, shared by ``colorgan video`` and the video evaluation.
+
+    Args:
+        colorizer: a :class:`colorgan.pipeline.Colorizer`.
+        stab: the stabiliser, carrying the previous frames' colour.
+        L: ``(B, 1, H, W)`` float32 L in [0, 100] on the colorizer's device, in display order.
+        render_size: short side the network sees.
+        reference: ``(1, 3, H', W')`` a reference photo for the clip (:meth:`Colorizer.prepare_reference`), or None.
+        k_rot: quarter turns that show the frames upright to the network (the video's rotation).
 
     Returns:
-        ``(Ls, rgb8, ab, ab_raw, steps)``: per frame the full-resolution L ``(H, W)`` in
-        [0, 100]; ``(B, H, W, 3)`` uint8 sRGB; the stabilised and the predicted ab ``(2, h, w)``
-        at render size (upright); what the stabiliser did.
+        ``(rgb, ab, ab_raw, steps)``: ``(B, 3, H, W)`` float32 sRGB in [0, 1]; per frame the
+        stabilised and the predicted ab ``(2, h, w)`` at render size (upright); what the
+        stabiliser did.
     """
     import torch
     import torch.nn.functional as F
@@ -326,9 +336,6 @@ def _colour_batch(
     from colorgan import color
     from colorgan.pipeline import resize_to_render
 
-    Ls = [luminance(frame_to_rgb(f, info)) for f in frames]
-    L = torch.from_numpy(np.stack(Ls))[:, None].to(colorizer.device)
-    k_rot = int(round(info.rotation / 90.0)) % 4  # the network sees frames upright
     L_model = torch.rot90(L, k_rot, dims=(2, 3)) if k_rot else L
     # L at render size, made once and used twice: by the network and by the flow. It is resized
     # by the function that resizes a photo, so a frame colourises as the same picture would as a
@@ -336,12 +343,11 @@ def _colour_batch(
     L_small = resize_to_render(L_model, render_size, colorizer.stride)
     guide = None
     if reference is not None:  # the reference's colours, matched frame by frame
-        guide = torch.cat([colorizer.guidance(L_small[i : i + 1], L_small[i : i + 1], render_size, None, reference) for i in range(len(frames))])
+        guide = torch.cat([colorizer.guidance(L_small[i : i + 1], L_small[i : i + 1], render_size, None, reference) for i in range(len(L))])
     ab_raw = colorizer.predict_ab_safe(L_small, render_size, guide).float()
     if ab_raw.shape[-2:] != L_small.shape[-2:]:  # out of memory: predicted at a smaller render size
         ab_raw = F.interpolate(ab_raw, size=L_small.shape[-2:], mode="bilinear", align_corners=False)
-    ab_raw = ab_raw.cpu()
-    raw = [a.numpy() for a in ab_raw]
+    raw = [a.numpy() for a in ab_raw.cpu()]
     outs, steps = [], []
     for Ls_i, ab_i in zip(L_small[:, 0].cpu().numpy(), raw):  # in display order: each frame builds on the previous one
         out, step = stab.step(Ls_i, ab_i)
@@ -350,7 +356,26 @@ def _colour_batch(
     ab = torch.from_numpy(np.stack(outs))
     if k_rot:
         ab = torch.rot90(ab, -k_rot, dims=(2, 3))
-    rgb = color.merge_luminance(L, ab.to(L.device))
+    return color.merge_luminance(L, ab.to(L.device)), outs, raw, steps
+
+
+@_inference_mode
+def _colour_batch(
+    colorizer: Any, stab: TemporalStabilizer, frames: list[Any], info: VideoInfo, render_size: int, reference: Any = None
+) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], list[np.ndarray], list[StepInfo]]:
+    """Colourise consecutive decoded frames (:func:`colour_frames` on their luminance).
+
+    Returns:
+        ``(Ls, rgb8, ab, ab_raw, steps)``: per frame the full-resolution L ``(H, W)`` in
+        [0, 100]; ``(B, H, W, 3)`` uint8 sRGB; the stabilised and the predicted ab ``(2, h, w)``
+        at render size (upright); what the stabiliser did.
+    """
+    import torch
+
+    Ls = [luminance(frame_to_rgb(f, info)) for f in frames]
+    L = torch.from_numpy(np.stack(Ls))[:, None].to(colorizer.device)
+    k_rot = int(round(info.rotation / 90.0)) % 4  # the network sees frames upright
+    rgb, outs, raw, steps = colour_frames(colorizer, stab, L, render_size, reference=reference, k_rot=k_rot)
     rgb8 = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return Ls, rgb8, outs, raw, steps
 
