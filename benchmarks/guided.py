@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", required=True)
     p.add_argument("--data", required=True, action="append", type=Path)
     p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--every", type=int, default=1, help="take every K-th photo in name order (a deterministic subsample)")
     p.add_argument("--points", type=int, default=10)
     p.add_argument("--temperature", type=float, default=ReferenceConfig.temperature)
     p.add_argument("--low", type=float, default=ReferenceConfig.low)
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.weights}: the model takes no guidance", file=sys.stderr)
         return 2
     photos = []
-    for f in collect_files(args.data):
+    for f in collect_files(args.data)[:: max(1, args.every)]:
         loaded = cio.load_image(f)
         if loaded.kind == "grey":
             continue
