@@ -675,3 +675,34 @@ def test_cdc_and_the_sequence_evaluation_against_true_colour(tmp_path, tiny_guid
     for r in (auto, ref):
         assert np.isfinite(r["mean"]["psnr"]) and r["mean"]["cdc"] >= 0 and r["mean"]["warping_error"] >= 0
     assert ref["sequences"]["a"]["psnr_per_frame"] != auto["sequences"]["a"]["psnr_per_frame"]
+
+
+def test_hints_on_the_first_frame_are_carried_along_the_shot_and_dropped_at_the_cut(clip, tmp_path, tiny_guided_weights):
+    import json
+
+    from colorgan.pipeline import Colorizer
+
+    cz = Colorizer.from_pretrained(tiny_guided_weights)
+    info = probe(clip)
+    hints = tmp_path / "first.json"
+    hints.write_text(json.dumps({"points": [{"x": info.width // 3, "y": info.height // 2, "color": "#20d040", "radius": 10},
+                                            {"x": 2 * info.width // 3, "y": info.height // 3, "color": "#d02020", "radius": 10}]}))
+    runs = {}
+    for name, kw in (("auto", {}), ("hints", {"hints": hints})):
+        frames = []
+        colorize_video(clip, tmp_path / f"{name}.mp4", colorizer=cz, options=VideoOptions(render_size=64, batch_size=4),
+                       on_frame=lambda r: frames.append(r), **kw)
+        runs[name] = frames
+    auto, hinted = runs["auto"], runs["hints"]
+    assert len(auto) == len(hinted) == N_FRAMES and hinted[CUT].step.cut
+    moved = [float(np.abs(a.ab - h.ab).mean()) for a, h in zip(auto, hinted)]
+    assert min(moved[:CUT]) > 0.05  # every frame of the first shot keeps the points' colour
+    # The cut drops them: the second shot is automatic (to float rounding: the frames of the
+    # batch that holds the cut go through the network one at a time).
+    assert max(moved[CUT:]) < 1e-4
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"points": [{"x": 10 * info.width, "y": 1, "color": "#ff0000"}]}))
+    from colorgan.errors import ColorGANError
+
+    with pytest.raises(ColorGANError, match="outside"):
+        colorize_video(clip, tmp_path / "bad.mp4", colorizer=cz, options=VideoOptions(render_size=64), hints=bad)

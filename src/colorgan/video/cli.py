@@ -110,11 +110,15 @@ def add_video_parser(sub) -> None:
     add_model_arguments(v)
     v.add_argument("--reference", type=Path, default=None, metavar="PATH",
                    help="a colour frame or photo for the clip (a model that takes guidance): its colours go to the matching parts")
+    v.add_argument("--hints", type=Path, default=None, metavar="PATH",
+                   help="colour points (a hints JSON file) for the clip's first frame, carried along its shot")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar; errors and the summary only")
     v.set_defaults(func=_cmd_video)
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
+    from colorgan.hints import HintsError
+
     if args.output.suffix.lower() not in OUTPUT_FORMATS:
         return _error(f"{args.output}: unknown video format {args.output.suffix!r}; use one of {_SUFFIXES}", 2)
     if args.start is not None and args.end is not None and args.end <= args.start:
@@ -135,11 +139,13 @@ def _cmd_video(args: argparse.Namespace) -> int:
         colorizer = Colorizer.from_pretrained(args.weights if args.weights else args.model, device=device)
     except (ValueError, ColorGANError) as e:
         return _error(str(e), 2)
-    if args.reference is not None:
-        if not args.reference.is_file():
-            return _error(f"{args.reference}: no such reference photo", 2)
+    for option, path in (("--reference", args.reference), ("--hints", args.hints)):
+        if path is None:
+            continue
+        if not path.is_file():
+            return _error(f"{path}: no such {option[2:]} file", 2)
         if not colorizer.takes_hints:
-            return _error(f"--reference: the model {colorizer.name!r} takes no colour guidance (it was not trained with it)", 2)
+            return _error(f"{option}: the model {colorizer.name!r} takes no colour guidance (it was not trained with it)", 2)
     options = VideoOptions(
         render_size=args.render_size, temporal=args.temporal, start=args.start, end=args.end,
         batch_size=args.batch_size, segment_frames=args.segment_frames, crf=args.crf, preset=args.preset,
@@ -154,9 +160,9 @@ def _cmd_video(args: argparse.Namespace) -> int:
     try:
         result = colorize_video(
             args.input, args.output, colorizer=colorizer, options=options, overwrite=args.overwrite,
-            progress=not args.quiet and sys.stderr.isatty(), report=report, reference=args.reference,
+            progress=not args.quiet and sys.stderr.isatty(), report=report, reference=args.reference, hints=args.hints,
         )
-    except ValueError as e:  # a greyscale reference
+    except (ValueError, HintsError) as e:  # a greyscale reference, a bad hints file or point
         return _error(str(e), 2)
     except KeyboardInterrupt:
         print(

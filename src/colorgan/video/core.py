@@ -311,7 +311,8 @@ def _inference_mode(fn: Callable) -> Callable:
 
 @_inference_mode
 def colour_frames(
-    colorizer: Any, stab: TemporalStabilizer, L: Any, render_size: int, *, reference: Any = None, k_rot: int = 0
+    colorizer: Any, stab: TemporalStabilizer, L: Any, render_size: int, *, reference: Any = None, k_rot: int = 0,
+    points: Any = None,
 ) -> tuple[Any, list[np.ndarray], list[np.ndarray], list[StepInfo]]:
     """Colourise consecutive frames given as L: network, temporal stabilisation, merge.
 
@@ -324,6 +325,9 @@ def colour_frames(
         render_size: short side the network sees.
         reference: ``(1, 3, H', W')`` a reference photo for the clip (:meth:`Colorizer.prepare_reference`), or None.
         k_rot: quarter turns that show the frames upright to the network (the video's rotation).
+        points: colour points (:class:`colorgan.hints.ColourPoint`, pixels of the upright frame)
+            for the first frame the stabiliser sees (the clip's first); they are carried along
+            the shot by the motion (:meth:`TemporalStabilizer.carry`) and dropped at a cut.
 
     Returns:
         ``(rgb, ab, ab_raw, steps)``: ``(B, 3, H, W)`` float32 sRGB in [0, 1]; per frame the
@@ -344,6 +348,8 @@ def colour_frames(
     guide = None
     if reference is not None:  # the reference's colours, matched frame by frame
         guide = torch.cat([colorizer.guidance(L_small[i : i + 1], L_small[i : i + 1], render_size, None, reference) for i in range(len(L))])
+    if stab.guide is not None or (points and not stab.started):  # guidance still being carried
+        return _colour_frames_guided(colorizer, stab, L, L_small, render_size, guide, points, k_rot)
     ab_raw = colorizer.predict_ab_safe(L_small, render_size, guide).float()
     if ab_raw.shape[-2:] != L_small.shape[-2:]:  # out of memory: predicted at a smaller render size
         ab_raw = F.interpolate(ab_raw, size=L_small.shape[-2:], mode="bilinear", align_corners=False)
@@ -359,9 +365,48 @@ def colour_frames(
     return color.merge_luminance(L, ab.to(L.device)), outs, raw, steps
 
 
+def _colour_frames_guided(colorizer: Any, stab: TemporalStabilizer, L: Any, L_small: Any, render_size: int,
+                          ref_guide: Any, points: Any, k_rot: int) -> tuple[Any, list[np.ndarray], list[np.ndarray], list[StepInfo]]:
+    """:func:`colour_frames` with colour points carried along the shot: frame by frame, since each
+    frame's guidance comes from the previous frame's along the motion."""
+    import torch
+    import torch.nn.functional as F
+
+    from colorgan import color
+    from colorgan.hints import rasterize_points
+
+    outs, raw, steps = [], [], []
+    for i in range(len(L)):
+        Ls_i = L_small[i, 0].cpu().numpy()
+        carried = None
+        if stab.guide is not None:
+            carried = stab.carry(Ls_i, stab.guide)
+        elif points and not stab.started:  # the clip's first frame; points are pixels of the upright frame
+            H, W = L.shape[-2:] if k_rot % 2 == 0 else L.shape[-2:][::-1]
+            carried = rasterize_points(points, (int(H), int(W)), tuple(L_small.shape[-2:]))[0].numpy()
+        g = None if carried is None else torch.from_numpy(carried)[None].to(colorizer.device)
+        if ref_guide is not None:
+            r = ref_guide[i : i + 1]
+            g = r if g is None else torch.where(g[:, 2:3] > 0, g, r)  # carried points win where they are
+        ab_i = colorizer.predict_ab_safe(L_small[i : i + 1], render_size, g).float()
+        if ab_i.shape[-2:] != L_small.shape[-2:]:
+            ab_i = F.interpolate(ab_i, size=L_small.shape[-2:], mode="bilinear", align_corners=False)
+        ab_np = ab_i[0].cpu().numpy()
+        out, step = stab.step(Ls_i, ab_np)
+        stab.guide = carried  # None after a cut: guidance does not cross it
+        outs.append(out)
+        raw.append(ab_np)
+        steps.append(step)
+    ab = torch.from_numpy(np.stack(outs))
+    if k_rot:
+        ab = torch.rot90(ab, -k_rot, dims=(2, 3))
+    return color.merge_luminance(L, ab.to(L.device)), outs, raw, steps
+
+
 @_inference_mode
 def _colour_batch(
-    colorizer: Any, stab: TemporalStabilizer, frames: list[Any], info: VideoInfo, render_size: int, reference: Any = None
+    colorizer: Any, stab: TemporalStabilizer, frames: list[Any], info: VideoInfo, render_size: int, reference: Any = None,
+    points: Any = None,
 ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], list[np.ndarray], list[StepInfo]]:
     """Colourise consecutive decoded frames (:func:`colour_frames` on their luminance).
 
@@ -375,7 +420,7 @@ def _colour_batch(
     Ls = [luminance(frame_to_rgb(f, info)) for f in frames]
     L = torch.from_numpy(np.stack(Ls))[:, None].to(colorizer.device)
     k_rot = int(round(info.rotation / 90.0)) % 4  # the network sees frames upright
-    rgb, outs, raw, steps = colour_frames(colorizer, stab, L, render_size, reference=reference, k_rot=k_rot)
+    rgb, outs, raw, steps = colour_frames(colorizer, stab, L, render_size, reference=reference, k_rot=k_rot, points=points)
     rgb8 = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return Ls, rgb8, outs, raw, steps
 
@@ -414,6 +459,7 @@ def colorize_video(
     on_frame: Callable[[FrameRecord], None] | None = None,
     report: Callable[[str], None] | None = None,
     reference: str | os.PathLike[str] | None = None,
+    hints: str | os.PathLike[str] | None = None,
 ) -> VideoResult:
     """Colourise a video file into ``output`` (the core of ``colorgan video``).
 
@@ -431,6 +477,9 @@ def colorize_video(
         reference: a colour photo or frame for the clip (a model that takes guidance): every
             frame takes its colours where they match (:mod:`colorgan.reference`), and the
             temporal path carries them on as it carries the automatic ones.
+        hints: a hints JSON file (:mod:`colorgan.hints`) of colour points for the clip's first
+            frame (pixels of the frame as shown); they are carried along the shot by the motion
+            and dropped at the first scene cut.
 
     Returns:
         What was done.
@@ -476,6 +525,15 @@ def colorize_video(
         ref = colorizer.prepare_reference(reference)  # raises for a grey or unreadable photo
         # Work done with another reference (or none) is never reused.
         fingerprint["reference"] = hashlib.sha256(Path(reference).read_bytes()).hexdigest()
+    points = None
+    if hints is not None:
+        from colorgan.hints import load_hints
+
+        upright = (info.height, info.width) if int(round(info.rotation / 90.0)) % 2 == 0 else (info.width, info.height)
+        points = load_hints(hints, size=upright) or None  # HintsError: a bad file or point, before any work
+        if points and not colorizer.takes_hints:
+            raise ValueError(f"the model {colorizer.name!r} takes no colour hints (it was not trained with guidance)")
+        fingerprint["hints"] = hashlib.sha256(Path(hints).read_bytes()).hexdigest()
     work = _Work(work_dir_for(dst), fingerprint, say)
     if work.segments:
         say(f"note: resuming: {work.frames_done} frames already done in {work.folder}")
@@ -499,7 +557,7 @@ def colorize_video(
     tic = time.perf_counter()
     try:
         for batch in _batches(iter(reader), index, opts):
-            Ls, rgb8, abs_out, ab_raw, steps = _colour_batch(colorizer, stab, [f.frame for f in batch], info, opts.render_size, ref)
+            Ls, rgb8, abs_out, ab_raw, steps = _colour_batch(colorizer, stab, [f.frame for f in batch], info, opts.render_size, ref, points)
             for i, f in enumerate(batch):
                 sink.add(f, rgb8[i], cut=steps[i].cut and index > 0, index=index)
                 if on_frame is not None:

@@ -233,12 +233,23 @@ class TemporalStabilizer:
         self._L: np.ndarray | None = None
         self._ab: np.ndarray | None = None
         self._hist: np.ndarray | None = None
+        #: Colour guidance ``(3, h, w)`` the previous frame was given (colour points carried
+        #: along the shot, see :meth:`carry`), or None.
+        self.guide: np.ndarray | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether a frame has been seen (the next one continues a shot, unless it is a cut)."""
+        return self._L is not None
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The state as plain arrays (empty before the first frame)."""
         if self._L is None:
             return {}
-        return {"L": self._L.copy(), "ab": self._ab.copy(), "hist": self._hist.copy()}  # type: ignore[union-attr]
+        state = {"L": self._L.copy(), "ab": self._ab.copy(), "hist": self._hist.copy()}  # type: ignore[union-attr]
+        if self.guide is not None:
+            state["guide"] = self.guide.copy()
+        return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore a state saved by :meth:`state_dict` (an empty dict resets)."""
@@ -248,6 +259,40 @@ class TemporalStabilizer:
         self._L = np.ascontiguousarray(state["L"], dtype=np.float32)
         self._ab = np.ascontiguousarray(state["ab"], dtype=np.float32)
         self._hist = np.asarray(state["hist"], dtype=np.float64)
+        self.guide = np.ascontiguousarray(state["guide"], dtype=np.float32) if "guide" in state else None
+
+    def carry(self, L: np.ndarray, field: np.ndarray) -> np.ndarray | None:
+        """A field of the previous frame moved onto this one along the motion, as colour is.
+
+        Call it before :meth:`step` for this frame. Used for colour guidance given on a shot's
+        first frame: the last channel (the confidence) is zeroed where the flow cannot be
+        trusted, so a point leaves with what it marked.
+
+        Args:
+            L: ``(h, w)`` float32 L in [0, 100] of this frame at render size.
+            field: ``(C, h, w)`` float32 of the previous frame.
+
+        Returns:
+            ``(C, h, w)`` on this frame, or None at a scene cut (or with no previous frame):
+            guidance does not cross a cut.
+        """
+        cfg, cv2 = self.config, self._cv2
+        L = np.ascontiguousarray(L, dtype=np.float32)
+        if self._L is None or self._L.shape != L.shape or field.shape[1:] != L.shape:
+            return None
+        if histogram_distance(l_histogram(L), self._hist) > cfg.scene_threshold:  # type: ignore[arg-type]
+            return None
+        g, g_prev = _to_u8(L), _to_u8(self._L)
+        back = self._dis.calc(g, g_prev, None)
+        fwd = self._dis.calc(g_prev, g, None)
+        mask, map_x, map_y = _reliable_mask(cv2, back, fwd, L, self._L, cfg.fb_alpha, cfg.fb_beta, cfg.photometric_tol)
+        if float(mask.mean()) < cfg.min_reliable:
+            return None
+        prev = np.ascontiguousarray(field.transpose(1, 2, 0))
+        out = cv2.remap(prev, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        out = np.ascontiguousarray(out.reshape(L.shape + (field.shape[0],)).transpose(2, 0, 1), dtype=np.float32)
+        out[-1] *= mask
+        return out
 
     def step(self, L: np.ndarray, ab: np.ndarray) -> tuple[np.ndarray, StepInfo]:
         """Stabilise one frame.
