@@ -335,9 +335,7 @@ def colour_frames(
         stabiliser did.
     """
     import torch
-    import torch.nn.functional as F
 
-    from colorgan import color
     from colorgan.pipeline import resize_to_render
 
     L_model = torch.rot90(L, k_rot, dims=(2, 3)) if k_rot else L
@@ -350,19 +348,35 @@ def colour_frames(
         guide = torch.cat([colorizer.guidance(L_small[i : i + 1], L_small[i : i + 1], render_size, None, reference) for i in range(len(L))])
     if stab.guide is not None or (points and not stab.started):  # guidance still being carried
         return _colour_frames_guided(colorizer, stab, L, L_small, render_size, guide, points, k_rot)
-    ab_raw = colorizer.predict_ab_safe(L_small, render_size, guide).float()
-    if ab_raw.shape[-2:] != L_small.shape[-2:]:  # out of memory: predicted at a smaller render size
-        ab_raw = F.interpolate(ab_raw, size=L_small.shape[-2:], mode="bilinear", align_corners=False)
-    raw = [a.numpy() for a in ab_raw.cpu()]
+    raw = [a.numpy() for a in _predict(colorizer, L_small, render_size, guide)]
     outs, steps = [], []
     for Ls_i, ab_i in zip(L_small[:, 0].cpu().numpy(), raw):  # in display order: each frame builds on the previous one
         out, step = stab.step(Ls_i, ab_i)
         outs.append(out)
         steps.append(step)
+    return _merge(L, outs, k_rot), outs, raw, steps
+
+
+def _predict(colorizer: Any, L_small: Any, render_size: int, guide: Any) -> Any:
+    """ab ``(B, 2, h, w)`` float32 on the CPU at the shape of ``L_small``, whatever render size fitted in memory."""
+    import torch.nn.functional as F
+
+    ab = colorizer.predict_ab_safe(L_small, render_size, guide).float()
+    if ab.shape[-2:] != L_small.shape[-2:]:  # out of memory: predicted at a smaller render size
+        ab = F.interpolate(ab, size=L_small.shape[-2:], mode="bilinear", align_corners=False)
+    return ab.cpu()
+
+
+def _merge(L: Any, outs: list[np.ndarray], k_rot: int) -> Any:
+    """The frames' full-resolution L joined with their stabilised ab (turned back to the stored orientation)."""
+    import torch
+
+    from colorgan import color
+
     ab = torch.from_numpy(np.stack(outs))
     if k_rot:
         ab = torch.rot90(ab, -k_rot, dims=(2, 3))
-    return color.merge_luminance(L, ab.to(L.device)), outs, raw, steps
+    return color.merge_luminance(L, ab.to(L.device))
 
 
 def _colour_frames_guided(colorizer: Any, stab: TemporalStabilizer, L: Any, L_small: Any, render_size: int,
@@ -370,9 +384,7 @@ def _colour_frames_guided(colorizer: Any, stab: TemporalStabilizer, L: Any, L_sm
     """:func:`colour_frames` with colour points carried along the shot: frame by frame, since each
     frame's guidance comes from the previous frame's along the motion."""
     import torch
-    import torch.nn.functional as F
 
-    from colorgan import color
     from colorgan.hints import rasterize_points
 
     outs, raw, steps = [], [], []
@@ -388,19 +400,13 @@ def _colour_frames_guided(colorizer: Any, stab: TemporalStabilizer, L: Any, L_sm
         if ref_guide is not None:
             r = ref_guide[i : i + 1]
             g = r if g is None else torch.where(g[:, 2:3] > 0, g, r)  # carried points win where they are
-        ab_i = colorizer.predict_ab_safe(L_small[i : i + 1], render_size, g).float()
-        if ab_i.shape[-2:] != L_small.shape[-2:]:
-            ab_i = F.interpolate(ab_i, size=L_small.shape[-2:], mode="bilinear", align_corners=False)
-        ab_np = ab_i[0].cpu().numpy()
+        ab_np = _predict(colorizer, L_small[i : i + 1], render_size, g)[0].numpy()
         out, step = stab.step(Ls_i, ab_np)
         stab.guide = carried  # None after a cut: guidance does not cross it
         outs.append(out)
         raw.append(ab_np)
         steps.append(step)
-    ab = torch.from_numpy(np.stack(outs))
-    if k_rot:
-        ab = torch.rot90(ab, -k_rot, dims=(2, 3))
-    return color.merge_luminance(L, ab.to(L.device)), outs, raw, steps
+    return _merge(L, outs, k_rot), outs, raw, steps
 
 
 @_inference_mode
