@@ -348,3 +348,22 @@ def test_the_shipped_default_keeps_its_calibration_in_the_metadata():
     cal = hub.read_calibration(path)
     assert cal.per_image and cal.gain == 1.0
 
+
+
+def test_calibrate_same_as_copies_a_calibration_onto_a_network(tmp_path, tiny_weights, capsys):
+    from conftest import make_tiny_generator
+
+    from colorgan.models import hub
+
+    cal = ChromaCalibration(gain=1.2, head_weight=(0.01,) * 88, head_bias=0.1)  # the tiny encoder: 2 x 32 + 24 features
+    src = tmp_path / "calibrated.safetensors"
+    hub.save_model(make_tiny_generator(), src, calibration=cal)
+    guided = tmp_path / "guided.safetensors"
+    hub.save_model(make_tiny_generator(guidance=True), guided)
+    out = tmp_path / "out.safetensors"
+    assert calibrate_main(["--weights", str(guided), "--same-as", str(src), "--out", str(out)]) == 0
+    assert hub.read_calibration(out) == cal and hub.load_model(out).config.guidance
+    with pytest.raises(SystemExit):
+        calibrate_main(["--weights", str(guided), "--same-as", str(src)])  # no --out
+    with pytest.raises(SystemExit):
+        calibrate_main(["--weights", str(guided)])  # neither --data nor --same-as

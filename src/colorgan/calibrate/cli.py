@@ -31,8 +31,11 @@ def add_calibrate_parser(sub) -> argparse.ArgumentParser:
         "Prints the gain curve and the rule that chose the gain; --out writes the weights with it.",
     )
     p.add_argument("--weights", required=True, type=Path, metavar="PATH", help="generator weights (.safetensors)")
-    p.add_argument("--data", required=True, action="append", type=Path, metavar="DIR",
-                   help="held-out colour photos (never the eval set); repeatable")
+    p.add_argument("--data", action="append", type=Path, metavar="DIR",
+                   help="held-out colour photos (never the eval set); repeatable; needed unless --same-as")
+    p.add_argument("--same-as", type=Path, default=None, metavar="PATH",
+                   help="take the calibration of these weights instead of fitting one (for a network whose automatic "
+                        "output is theirs, e.g. the same network with a guidance branch); needs --out")
     p.add_argument("--target", type=float, default=0.95, help="CF ratio to reach (default 0.95)")
     p.add_argument("--min-psnr", type=float, default=None, metavar="DB",
                    help="choose instead the lowest delta-CF among gains whose CF ratio is in [target, "
@@ -53,6 +56,12 @@ def add_calibrate_parser(sub) -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace, p: argparse.ArgumentParser) -> list[float]:
     """Usage errors (exit 2 through the parser) before any work; returns the candidate gains."""
+    if args.same_as is not None:
+        if args.out is None or args.data or args.adaptive:
+            p.error("--same-as copies a calibration: give --out, and no --data or --adaptive")
+        return []
+    if not args.data:
+        p.error("--data is required (held-out colour photos), unless --same-as")
     if args.adaptive and args.fit_config is None:
         p.error("--adaptive needs --fit-config (the training recipe: its photos, never the held-out ones)")
     if not args.adaptive and (args.fit_config, args.fit_images, args.fit_seed) != (None, None, None):
@@ -81,6 +90,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from colorgan.pipeline import resolve_device
 
     gains = _check(args, args._parser)
+    if args.same_as is not None:
+        return _copy_calibration(args)
     fit_images = 1200 if args.fit_images is None else args.fit_images
     fit_seed = 0 if args.fit_seed is None else args.fit_seed
     try:
@@ -128,3 +139,31 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     except OSError as e:
         return cli_error(f"cannot write: {e}", code=1)
     return 0
+
+
+def _copy_calibration(args: argparse.Namespace) -> int:
+    """``--same-as``: the network of ``--weights`` with the calibration (and its record) of ``--same-as``."""
+    import torch
+
+    from colorgan.errors import ColorGANError
+    from colorgan.models import hub
+    from colorgan.models.calibration import with_calibration
+
+    try:
+        net = hub.load_model(args.weights, expect_kind="generator")
+        cal = hub.read_calibration(args.same_as)
+        with_calibration(net, cal)  # checks that a per-image gain fits this network's features
+        meta = hub.read_metadata(args.weights)
+        extra = {k: v for k, v in meta.items() if k == "training"}
+        record = hub.read_metadata(args.same_as).get("calibration")
+        if record:
+            extra["calibration"] = record
+        hub.save_model(net, args.out, dtype=torch.float16, extra=extra, calibration=cal)
+    except (ColorGANError, ValueError) as e:
+        return cli_error(str(e))
+    except OSError as e:
+        return cli_error(f"cannot write: {e}", code=1)
+    print(f"wrote {args.out} (the calibration of {args.same_as}: global gain {cal.gain:.3f}"
+          f"{', per-image gain' if cal.per_image else ''})")
+    return 0
+
