@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from colorgan.train.config import load_config
+from colorgan.recipe import load_recipe
 from colorgan.train.stages import run_training
 
 
@@ -39,12 +39,13 @@ def main() -> None:
         net, _, n = item.partition("=")
         steps = int(n) if n else args.steps
         fw = 0.0 if net == "none" else 1.0
-        cfg = load_config(
+        cfg = load_recipe(
             Path(__file__).parents[1] / "configs" / "default.toml",
             [f"data=[{data}]", f'feature_net="{net}"', "cycles=0", f"pretrain_g.steps={steps}",
              f"pretrain_g.sizes=[{args.size}]", f"pretrain_g.batch_size={args.batch_size}", f"pretrain_g.feature_weight={fw}",
-             f"pretrain_g.eval_every={steps}", f"pretrain_g.checkpoint_every={steps}", "val.size=128", f"gan.feature_weight={fw}"],
-        )
+             f"pretrain_g.eval_every={steps}", f"pretrain_g.checkpoint_every={steps}", "val.size=128", f"gan.feature_weight={fw}",
+             f"finetune.feature_weight={fw}", "finetune.steps=0", "guidance.steps=0"],
+        ).train
         with tempfile.TemporaryDirectory() as tmp:
             run_training(cfg, Path(tmp) / "run", device=args.device, progress=False)
             res = json.loads((Path(tmp) / "run" / "progress.json").read_text())["done"]["00_pretrain_g"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from colorgan.train.config import load_config
+from colorgan.recipe import load_recipe
 from colorgan.train.stages import run_training
 
 
@@ -33,7 +33,7 @@ def main() -> None:
     print(f"{'feature net':<14}{'stage':<14}{'img/s':>8}")
     for net in args.nets.split(","):
         s, b = args.steps, args.batch_size
-        cfg = load_config(
+        cfg = load_recipe(
             Path(__file__).parents[1] / "configs" / "default.toml",
             [
                 f'data=[{{path="{args.data}"}}]', f'feature_net="{net}"', "cycles=1", "workers=1",
@@ -41,9 +41,9 @@ def main() -> None:
                 f"pretrain_g.eval_every={10 * s}", f"pretrain_g.checkpoint_every={10 * s}",
                 f"pretrain_c.steps={s}", f"pretrain_c.size={args.size}", f"pretrain_c.batch_size={b}",
                 f"gan.steps={s}", f"gan.size={args.size}", f"gan.batch_size={b}", f"gan.eval_every={10 * s}",
-                f"gan.checkpoint_every={10 * s}", "val.images=8",
+                f"gan.checkpoint_every={10 * s}", "val.images=8", "finetune.steps=0", "guidance.steps=0",
             ],
-        )
+        ).train
         with tempfile.TemporaryDirectory() as tmp:
             run_training(cfg, Path(tmp) / "run", device=args.device, progress=False)
             done = json.loads((Path(tmp) / "run" / "progress.json").read_text())["done"]

@@ -49,9 +49,18 @@ def test_tiny_config_loads_and_overrides():
 
 
 def test_default_config_is_valid():
-    cfg = load_config(ROOT / "configs" / "default.toml")
-    assert cfg.generator_config().encoder == "mobilenet_v2"
-    assert cfg.cycles >= 1 and cfg.data
+    from colorgan.recipe import load_recipe
+
+    recipe = load_recipe(ROOT / "configs" / "default.toml")
+    cfg = recipe.train
+    assert cfg.generator_config().encoder == "mobilenet_v2" and cfg.generator_config().guidance
+    assert cfg.cycles >= 1 and cfg.data and cfg.finetune.steps > 0 and recipe.calibrate.enabled
+    # Crops the generator sees outside the GAN phases: at least issue 17's 500,000 with them.
+    assert (cfg.pretrain_g.steps * cfg.pretrain_g.batch_size + cfg.finetune.steps * cfg.finetune.batch_size) >= 490_000
+    # The calibration's fit reads the whole recipe file too (its [calibrate] table is not training's).
+    from colorgan.calibrate.head import _recipe
+
+    assert _recipe(ROOT / "configs" / "default.toml")[0] == cfg
 
 
 @pytest.mark.parametrize("bad, match", [(["gan.nope=1"], "unknown setting"), (["gan.steps=abc"], "expected int"), (["feature_net=vgg"], "feature_net")])

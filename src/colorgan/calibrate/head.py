@@ -206,7 +206,7 @@ def head_calibration(fit: RidgeFit, gain: float = 1.0) -> ChromaCalibration:
 
 def _recipe(config: "TrainConfig | str | os.PathLike | None") -> "tuple[TrainConfig, str]":
     """A training recipe given as a TrainConfig or a TOML path, and how to name it in errors."""
-    from colorgan.train.config import TrainConfig, load_config
+    from colorgan.train.config import TrainConfig, build_dataclass, read_values
 
     if isinstance(config, TrainConfig):
         where = "the recipe"
@@ -215,7 +215,9 @@ def _recipe(config: "TrainConfig | str | os.PathLike | None") -> "tuple[TrainCon
         if config is not None and Path(config).is_dir():
             raise ValueError(f"{config}: a folder, not a training recipe (.toml)")
         where = str(config)
-        cfg = load_config(config)
+        values = read_values(config)
+        values.pop("calibrate", None)  # a whole recipe's calibration table: this package's, not training's
+        cfg = build_dataclass(TrainConfig, values)
     if not cfg.data:
         raise ValueError(f"{where}: no [[data]] folders")
     return cfg, where
