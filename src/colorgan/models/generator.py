@@ -28,7 +28,7 @@ class GeneratorConfig:
     """Everything needed to rebuild a generator (stored in every weights file).
 
     Attributes:
-        encoder: ``mobilenet_v2`` | ``efficientnet_lite0`` | ``simple``.
+        encoder: ``mobilenet_v2`` | ``efficientnet_lite0`` | ``efficientnet_lite2`` | ``simple``.
         middle_channels: width of the bottleneck at stride 32.
         decoder_channels: widths of the decoder outputs at strides 16, 8, 4, 2 and 1.
         attention_strides: decoder strides that get a self-attention layer (from 16, 8, 4, 2).
@@ -65,11 +65,17 @@ class GeneratorConfig:
 
     @classmethod
     def preset(cls, name: str) -> "GeneratorConfig":
-        """Named configurations: ``default``, ``efficientnet``, ``tiny`` (tests, no pretrained weights)."""
+        """Named configurations: ``default``, ``efficientnet`` (lite0), ``efficientnet_lite2``, ``wide``
+        (1.5x decoder), ``tiny`` (tests, no pretrained weights)."""
         if name == "default":
             return cls()
         if name == "efficientnet":
             return cls(encoder="efficientnet_lite0")
+        if name == "efficientnet_lite2":
+            return cls(encoder="efficientnet_lite2")
+        if name == "wide":
+            # The default encoder with a decoder and bottleneck 1.5x as wide.
+            return cls(middle_channels=576, decoder_channels=(384, 192, 144, 96, 48))
         if name == "tiny":
             return cls(
                 encoder="simple",
@@ -77,7 +83,7 @@ class GeneratorConfig:
                 decoder_channels=(32, 24, 16, 16, 16),
                 simple_channels=(8, 16, 16, 24, 32),
             )
-        raise ValueError(f"unknown generator preset {name!r} (default, efficientnet, tiny)")
+        raise ValueError(f"unknown generator preset {name!r} (default, efficientnet, efficientnet_lite2, wide, tiny)")
 
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
