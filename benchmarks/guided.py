@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--high", type=float, default=ReferenceConfig.high)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--only-reference", action="store_true", help="automatic and the two reference modes only (to tune the matcher)")
+    p.add_argument("--only-points", action="store_true", help="automatic and the points mode only")
     args = p.parse_args(argv)
     rcfg = ReferenceConfig(temperature=args.temperature, low=args.low, high=args.high)
 
@@ -65,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_images and len(photos) >= args.max_images:
             break
     n = len(photos)
-    modes = ["auto", "own_ref", "other_ref"] if args.only_reference else ["auto", "points10", "own_ref", "other_ref", "reinhard_own", "reinhard_other"]
+    modes = ["auto", "points10", "own_ref", "other_ref", "reinhard_own", "reinhard_other"]
+    if args.only_reference:
+        modes = ["auto", "own_ref", "other_ref"]
+    elif args.only_points:
+        modes = ["auto", "points10"]
     psnr: dict[str, list[float]] = {m: [] for m in modes}
     hint_de: list[float] = []
     t0 = time.time()
@@ -89,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             ("own", (f, lab_gt, gt_rt)),
             ("other", photos[(i + n // 2) % n]),
         ):
+            if f"{mode}_ref" not in psnr:
+                continue
             rgb = ref_rgb if mode == "other" else torch.nn.functional.interpolate(torch.flip(ref_rgb, dims=[3]), scale_factor=0.8, mode="area")
             ref_l, ref_ab = reference_lab(rgb)
             guide = reference_guidance(cz.model, small, ref_l, ref_ab, rcfg)
