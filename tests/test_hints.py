@@ -192,6 +192,62 @@ def test_guidance_stage_trains_only_the_branch(tmp_path):
     assert "l1_10pts" in log.splitlines()[0] and len(log.splitlines()) >= 3
 
 
+def test_guided_decoder_is_used_only_where_guidance_is_given(tiny_generator):
+    """With a guided decoder, an image without guidance takes the automatic path exactly, also in
+    a batch where other images have guidance; the guided decoder starts as a copy of the automatic one."""
+    import dataclasses
+
+    from colorgan.models.generator import SAUNet
+
+    g = SAUNet(dataclasses.replace(tiny_generator.config, guidance=True, guided_decoder=True)).eval()
+    g.load_state_dict(tiny_generator.state_dict(), strict=False)
+    assert float(g.guided_ready) == 0.0
+    g.start_guided_decoder()
+    assert float(g.guided_ready) == 1.0
+    x = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    guide = simulate_points(torch.rand(3, 2, 64, 64) * 0.5, [0, 4, 3], torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        plain = tiny_generator(x)
+        assert torch.equal(g(x, guide), plain)  # a fresh branch adds zero, and the copy is the original
+        for p in g.guided_decoder_parameters():  # a trained guided decoder differs from the automatic one
+            p.add_(torch.randn_like(p) * 0.05)
+        mixed = g(x, guide)
+        assert torch.equal(mixed[0], plain[0])  # no points: exactly automatic
+        assert (mixed[1:] - plain[1:]).abs().max() > 1e-3
+        assert torch.allclose(mixed[1:], g(x[1:], guide[1:]), atol=1e-6)  # the same as alone
+        assert torch.equal(g(x, torch.zeros_like(guide)), plain)
+    with pytest.raises(ValueError, match="needs guidance"):
+        dataclasses.replace(tiny_generator.config, guided_decoder=True)
+
+
+def test_guidance_stage_with_a_guided_decoder_keeps_the_automatic_output(tmp_path):
+    """``guidance.decoder``: the stage starts the guided decoder from the automatic one and trains
+    it with the branch; the automatic output of the result is still the start's, bit for bit."""
+    from conftest import make_tiny_generator, write_tinted_photos
+
+    from colorgan.models import hub
+    from colorgan.train.config import load_config
+    from colorgan.train.stages import run_training
+
+    d = tmp_path / "photos"
+    write_tinted_photos(d, 8, size=(64, 64), tint=lambda i, r: r.uniform(0.4, 1.2, 3), sd=0.2)
+    start = tmp_path / "start.safetensors"
+    hub.save_model(make_tiny_generator(guidance=True), start, dtype=torch.float16)  # a branch already trained
+    cfg = load_config(
+        __import__("pathlib").Path(__file__).parents[1] / "configs" / "tiny.toml",
+        [f'data=[{{path="{d}"}}]', "cycles=0", "pretrain_g.steps=0", f'init_generator="{start}"', "guidance.steps=4",
+         "guidance.decoder=true", "guidance.size=64", "guidance.batch_size=4", "guidance.eval_every=2", "guidance.checkpoint_every=2"],
+    )
+    out = run_training(cfg, tmp_path / "run", progress=False)
+    g, g0 = hub.load_model(out), hub.load_model(start)
+    assert g.config.guided_decoder and float(g.guided_ready) == 1.0
+    x = torch.rand(2, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(g(x), g0(x))
+        moved = [float((p - q).abs().max()) for p, q in zip(g.guided.head.parameters(), g0.head.parameters())]
+        assert max(moved) > 0  # the guided decoder learned, the automatic one did not
+
+
 def test_evaluate_hints_reports_psnr_against_points_and_the_error_at_the_hints(tmp_path, tiny_guided_weights, tiny_weights, capsys):
     from conftest import write_tinted_photos
 

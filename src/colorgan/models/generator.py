@@ -41,6 +41,11 @@ class GeneratorConfig:
             reference photo or a keyframe. Without guidance the branch adds exactly nothing,
             so a guided network colours automatically as the network it was trained from.
         guidance_channels: width of the guidance branch's small convolutions.
+        guided_decoder: (with ``guidance``) the guided path has its own copy of the decoder after
+            the bottleneck (U-Net blocks, final upsampling, refinement, head), started from the
+            automatic decoder and trained with guidance, so that a few colour points can move
+            whole regions; the automatic path keeps the original decoder, so automatic output is
+            unchanged bit for bit. Without it the branch's features pass the frozen decoder.
     """
 
     encoder: str = "mobilenet_v2"
@@ -53,6 +58,7 @@ class GeneratorConfig:
     ab_bound: float = 1.0
     guidance: bool = False
     guidance_channels: int = 32
+    guided_decoder: bool = False
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -62,6 +68,8 @@ class GeneratorConfig:
         bad = [s for s in self.attention_strides if s not in (16, 8, 4, 2)]
         if bad:
             raise ValueError(f"attention_strides must be among 16, 8, 4, 2; got {bad}")
+        if self.guided_decoder and not self.guidance:
+            raise ValueError("guided_decoder needs guidance=True")
 
     @classmethod
     def preset(cls, name: str) -> "GeneratorConfig":
@@ -189,13 +197,31 @@ class SAUNet(nn.Module):
             weights_path=encoder_weights,
             simple_channels=config.simple_channels,
         )
-        c2, c4, c8, c16, c32 = self.encoder.channels
+        c32 = self.encoder.channels[-1]
+        d16, d8, d4, d2, d1 = config.decoder_channels
+        sn, m = config.spectral_norm, config.middle_channels
+        self.middle = nn.Sequential(ConvBlock(c32, m, spectral=sn), ConvBlock(m, m, spectral=sn))
+        for name, part in self._decoder_parts(config, self.encoder.channels).items():
+            setattr(self, name, part)
+        # Built last, so that the other layers' initialisation does not depend on it.
+        widths = dict(zip(GUIDANCE_STRIDES, (m, d16, d8, d4, d2, d1)))
+        self.guidance = GuidanceBranch(widths, config.guidance_channels) if config.guidance else None
+        self.guided: nn.ModuleDict | None = None
+        if config.guided_decoder:
+            self.guided = nn.ModuleDict(self._decoder_parts(config, self.encoder.channels))
+            # 0 until the guided decoder has been started from the automatic one (a weights file
+            # records it, so a continued guidance stage does not start it again).
+            self.register_buffer("guided_ready", torch.zeros(1))
+
+    @staticmethod
+    def _decoder_parts(config: GeneratorConfig, enc_channels: tuple[int, ...]) -> dict[str, nn.Module]:
+        """The decoder after the bottleneck: U-Net blocks, final upsampling, refinement and head."""
+        c2, c4, c8, c16, c32 = enc_channels
         d16, d8, d4, d2, d1 = config.decoder_channels
         sn, blur = config.spectral_norm, config.blur
         m = config.middle_channels
-        self.middle = nn.Sequential(ConvBlock(c32, m, spectral=sn), ConvBlock(m, m, spectral=sn))
         att = set(config.attention_strides)
-        self.blocks = nn.ModuleList(
+        blocks = nn.ModuleList(
             [
                 _UnetBlock(m, c16, d16, 16 in att, sn, blur),
                 _UnetBlock(d16, c8, d8, 8 in att, sn, blur),
@@ -203,15 +229,22 @@ class SAUNet(nn.Module):
                 _UnetBlock(d4, c2, d2, 2 in att, sn, blur),
             ]
         )
-        self.final_up = PixelShuffleICNR(d2, d1, blur=blur, spectral=sn)
+        final_up = PixelShuffleICNR(d2, d1, blur=blur, spectral=sn)
         # The input L joins at full resolution: fine edges for where colour changes.
-        self.refine = nn.Sequential(ConvBlock(d1 + 1, d1, spectral=sn), ConvBlock(d1, d1, spectral=sn))
-        self.head = nn.Conv2d(d1, 2, 1)
-        nn.init.zeros_(self.head.weight)  # start from "no colour": a neutral, stable first output
-        nn.init.zeros_(self.head.bias)
-        # Built last, so that the other layers' initialisation does not depend on it.
-        widths = dict(zip(GUIDANCE_STRIDES, (m, d16, d8, d4, d2, d1)))
-        self.guidance = GuidanceBranch(widths, config.guidance_channels) if config.guidance else None
+        refine = nn.Sequential(ConvBlock(d1 + 1, d1, spectral=sn), ConvBlock(d1, d1, spectral=sn))
+        head = nn.Conv2d(d1, 2, 1)
+        nn.init.zeros_(head.weight)  # start from "no colour": a neutral, stable first output
+        nn.init.zeros_(head.bias)
+        return {"blocks": blocks, "final_up": final_up, "refine": refine, "head": head}
+
+    @torch.no_grad()
+    def start_guided_decoder(self) -> None:
+        """Copy the automatic decoder into the guided one (the guidance stage's starting point)."""
+        if self.guided is None:
+            raise ValueError("this generator has no guided decoder (GeneratorConfig.guided_decoder)")
+        for name, part in self.guided.items():
+            part.load_state_dict(getattr(self, name).state_dict())
+        self.guided_ready.fill_(1.0)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters of the pretrained encoder (frozen first, then fine-tuned at a lower rate)."""
@@ -225,6 +258,10 @@ class SAUNet(nn.Module):
     def guidance_parameters(self) -> list[nn.Parameter]:
         """The guidance branch's parameters (empty without one)."""
         return [] if self.guidance is None else list(self.guidance.parameters())
+
+    def guided_decoder_parameters(self) -> list[nn.Parameter]:
+        """The guided decoder's parameters (empty without one)."""
+        return [] if self.guided is None else list(self.guided.parameters())
 
     def forward(self, l_norm: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         """``l_norm (B, 1, H, W) -> ab_norm (B, 2, H, W)``; ``guide`` see :meth:`forward_features`."""
@@ -243,24 +280,42 @@ class SAUNet(nn.Module):
                 None (automatic). Only a network built with ``guidance=True`` takes it.
         """
         H, W = check_l_input(l_norm, self.stride)
-        add: dict[int, torch.Tensor] = {}
         if guide is not None:
             if self.guidance is None:
                 raise ValueError("this generator takes no colour guidance (it was not trained with it)")
             if guide.shape[0] != l_norm.shape[0] or guide.shape[1] != 3 or guide.shape[-2:] != l_norm.shape[-2:]:
                 raise ValueError(f"guidance must be (B, 3, H, W) like L {tuple(l_norm.shape)}, got {tuple(guide.shape)}")
-            add = self.guidance(guide.to(l_norm.dtype))
+            if self.guided is not None:
+                # An image with no guidance at all takes the automatic path (exactly the automatic
+                # output); with a separate guided decoder that is a choice per image.
+                given = guide[:, 2].flatten(1).amax(1) > 0
+                if not bool(given.any()):
+                    guide = None
+                elif not bool(given.all()):
+                    ab, feats = self._forward(l_norm, None)
+                    ab_g, _ = self._forward(l_norm[given], guide[given])
+                    return ab.index_put((given.nonzero().flatten(),), ab_g), feats
+        return self._forward(l_norm, guide)
+
+    def _forward(self, l_norm: torch.Tensor, guide: torch.Tensor | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        add: dict[int, torch.Tensor] = {} if guide is None else self.guidance(guide.to(l_norm.dtype))
+        # The guided path uses the guided decoder where there is one.
+        dec = self.guided if (add and self.guided is not None) else None
+        blocks = self.blocks if dec is None else dec["blocks"]
+        final_up = self.final_up if dec is None else dec["final_up"]
+        refine = self.refine if dec is None else dec["refine"]
+        head = self.head if dec is None else dec["head"]
         s2, s4, s8, s16, s32 = self.encoder(l_norm)
         x = self.middle(s32)
         if add:
             x = x + add[32]
-        for block, skip, stride in zip(self.blocks, (s16, s8, s4, s2), (16, 8, 4, 2)):
+        for block, skip, stride in zip(blocks, (s16, s8, s4, s2), (16, 8, 4, 2)):
             x = block(x, skip)
             if add:
                 x = x + add[stride]
-        x = self.final_up(x)
+        x = final_up(x)
         if add:
             x = x + add[1]
-        x = self.refine(torch.cat([x, l_norm.to(x.dtype)], dim=1))
-        ab = self.config.ab_bound * torch.tanh(self.head(x))
+        x = refine(torch.cat([x, l_norm.to(x.dtype)], dim=1))
+        ab = self.config.ab_bound * torch.tanh(head(x))
         return ab, (s16, s32)

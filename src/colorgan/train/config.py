@@ -134,6 +134,11 @@ class GuidanceConfig:
         steps: optimiser steps (0: no guidance stage, and the generator has no guidance branch).
         lr: learning rate of the branch (Adam, warm-up then cosine).
         hint_weight: extra weight of L1 on the guided pixels (the output should match a hint there).
+        decoder: also train a guided copy of the decoder (``GeneratorConfig.guided_decoder``),
+            started from the automatic decoder: the guided path can then reshape colour regions
+            instead of only adding the branch's features to a frozen decoder. The automatic path
+            keeps the original decoder, so automatic output is still unchanged.
+        decoder_lr: learning rate of the guided decoder (it starts trained, so lower).
     """
 
     steps: int = 0
@@ -144,6 +149,8 @@ class GuidanceConfig:
     max_points: int = 50
     p_dense: float = 0.25
     hint_weight: float = 5.0
+    decoder: bool = False
+    decoder_lr: float = 2e-4
     checkpoint_every: int = 100
     eval_every: int = 250
 
@@ -242,7 +249,7 @@ class TrainConfig:
         Config = self._model_classes()[0]
         cfg = Config.preset(self.generator) if isinstance(self.generator, str) else Config.from_dict(self.generator)
         if self.guidance.steps > 0:
-            cfg = replace(cfg, guidance=True)
+            cfg = replace(cfg, guidance=True, guided_decoder=self.guidance.decoder)
         return cfg
 
     def build_generator(self, pretrained: bool):

@@ -645,10 +645,18 @@ class GuidanceTraining(Stage):
         params = g.guidance_parameters()
         if not params:
             raise ValueError("the guidance stage needs a generator with a guidance branch (GeneratorConfig.guidance)")
-        branch = {id(q) for q in params}
+        decoder = g.guided_decoder_parameters()
+        if cfg.decoder != bool(decoder):
+            raise ValueError("guidance.decoder must match the generator's guided_decoder")
+        if decoder and not bool(g.guided_ready):
+            g.start_guided_decoder()  # a resumed stage then loads its own checkpoint over this
+        trained = {id(q) for q in params + decoder}
         for q in g.parameters():
-            q.requires_grad_(id(q) in branch)
-        self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99))
+            q.requires_grad_(id(q) in trained)
+        groups = [{"params": params, "lr": cfg.lr, "base_lr": cfg.lr}]
+        if decoder:
+            groups.append({"params": decoder, "lr": cfg.decoder_lr, "base_lr": cfg.decoder_lr})
+        self.opt = torch.optim.Adam(groups, betas=(0.9, 0.99))
         self.gw = _wrap(g, ctx)
         self.scores: dict[str, float] = {}
 
@@ -668,7 +676,8 @@ class GuidanceTraining(Stage):
         cfg, ctx = self.cfg, self.ctx
         self.g.eval()  # the frozen network keeps its statistics; the branch has no mode-dependent layer
         fac = _lr_factor(step, cfg.steps)
-        self.opt.param_groups[0]["lr"] = cfg.lr * fac
+        for group in self.opt.param_groups:
+            group["lr"] = group["base_lr"] * fac
         l_in, _, ab_true = _batch_tensors(batch, ctx)
         # The simulated guidance is a pure function of (seed, rank, step), like the batches.
         gen = torch.Generator().manual_seed(cfg_seed(ctx, "guidance", step))
@@ -868,11 +877,14 @@ def run_training(
         init = hub.load_model(cfg.init_generator, expect_kind=hub.kind_of(generator))
         # A network without a guidance branch can start a recipe that adds one (the branch starts
         # at zero); anything else must be the recipe's architecture.
-        same = init.config == gen_cfg or (hasattr(gen_cfg, "guidance") and replace(init.config, guidance=gen_cfg.guidance) == gen_cfg)
+        same = init.config == gen_cfg or (
+            hasattr(gen_cfg, "guidance")
+            and replace(init.config, guidance=gen_cfg.guidance, guided_decoder=gen_cfg.guided_decoder) == gen_cfg
+        )
         if not same:
             raise ValueError(f"{cfg.init_generator}: its architecture differs from the recipe's generator")
         missing, unexpected = generator.load_state_dict(init.state_dict(), strict=False)
-        if unexpected or any(not k.startswith("guidance.") for k in missing):
+        if unexpected or any(not k.startswith(("guidance.", "guided.", "guided_ready")) for k in missing):
             raise ValueError(f"{cfg.init_generator}: its weights do not fit the recipe's generator")
     critic = Critic(crit_cfg)
     state_dir = run_dir / "state"
