@@ -788,3 +788,28 @@ def test_io_module_does_not_import_torch() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(cio.__file__).resolve().parents[1])}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_single_channel_images_keep_their_levels_and_give_the_same_l(tmp_path, tiny_weights):
+    """A grey file is held as its integer samples plus a read-only 3-channel view; L read from the
+    levels is what the general path computes from three float channels."""
+    import torch
+
+    from colorgan.pipeline import Colorizer
+
+    c = Colorizer.from_pretrained(tiny_weights)
+    rng = np.random.default_rng(0)
+    for dtype, depth in ((np.uint8, 8), (np.uint16, 16)):
+        arr = rng.integers(0, 256 if depth == 8 else 65536, size=(9, 13)).astype(dtype)
+        path = tmp_path / f"g{depth}.png"
+        Image.fromarray(arr).save(path)  # mode L or I;16 from the dtype
+        loaded = cio.load_image(path)
+        assert loaded.kind == "grey" and loaded.bit_depth == depth
+        assert loaded.levels is not None and np.array_equal(loaded.levels, arr)
+        assert loaded.rgb.shape == (9, 13, 3) and not loaded.rgb.flags.writeable
+        assert np.array_equal(loaded.rgb[..., 2], arr.astype(np.float32) / np.float32(255 if depth == 8 else 65535))
+        three = cio.from_array(np.repeat(arr[..., None], 3, axis=2))  # the same image as three channels
+        assert three.levels is None
+        assert torch.equal(c.prepare(loaded).L, c.prepare(three).L)
+    Image.fromarray(rng.integers(0, 256, size=(9, 13, 3)).astype(np.uint8), "RGB").save(tmp_path / "c.png")
+    assert cio.load_image(tmp_path / "c.png").levels is None

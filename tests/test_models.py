@@ -215,3 +215,30 @@ def test_wide_preset_is_the_default_decoder_at_1_5x():
     assert w.encoder == d.encoder
     assert w.middle_channels == d.middle_channels * 3 // 2
     assert w.decoder_channels == tuple(c * 3 // 2 for c in d.decoder_channels)
+
+
+def test_fused_batchnorm_gives_the_same_output_and_removes_the_norms(tiny_generator):
+    """Inference folds eval-mode BatchNorm into the convolutions before it: same output to rounding."""
+    from colorgan.models.fold import fuse_batchnorm, plain_model
+
+    plain = plain_model(tiny_generator)
+    fused = fuse_batchnorm(plain_model(tiny_generator))
+    n_bn = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # noqa: E731
+    assert n_bn(fused) < n_bn(plain)  # the skip norms of the U-Net blocks follow no conv: kept
+    x = torch.rand(2, 1, 64, 96, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(fused(x), plain(x), atol=1e-5)
+        xc = x.contiguous(memory_format=torch.channels_last)
+        cl = fuse_batchnorm(plain_model(tiny_generator)).to(memory_format=torch.channels_last)
+        assert torch.allclose(cl(xc), plain(x), atol=1e-5)
+
+
+def test_cat_channels_keeps_channels_last():
+    from colorgan.models.layers import cat_channels
+
+    x = torch.randn(1, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+    l = torch.randn(1, 1, 5, 7)
+    out = cat_channels([x, l])
+    assert out.is_contiguous(memory_format=torch.channels_last) and torch.equal(out, torch.cat([x, l], 1))
+    plain = torch.randn(1, 8, 5, 7)
+    assert cat_channels([plain, l]).is_contiguous()  # a plain layout stays plain

@@ -267,8 +267,180 @@ def denormalize_ab(x: torch.Tensor) -> torch.Tensor:
     return x * AB_SCALE
 
 
-#: Pixels per band of :func:`merge_luminance` on CPUs (about 3 MB per float32 temporary).
+#: Pixels per band of :func:`merge_luminance` on CPUs (1 MB per float32 scratch plane).
 _MERGE_CHUNK = 1 << 18
+
+# sRGB encoding above its knee, 1.055 x^(1/2.4) - 0.055, as a degree-5 polynomial in q = x^(1/4)
+# (two square roots, which vectorise, instead of a pow, which costs as much as the rest of the
+# conversion): a least-squares fit on 400,001 points of [0.0031308, 1], highest power first
+# (numpy.polyfit). Largest error 4.4e-5, about 1/90 of an 8-bit level (tests/test_color.py checks it).
+_SRGB_POLY = (
+    -0.0522286582205655,
+    0.2374790075415275,
+    -0.5120483965066498,
+    1.2161278599335565,
+    0.1732048738549118,
+    -0.06253852062066052,
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _lab_matrix() -> tuple[tuple[float, ...], ...]:
+    """XYZ -> linear RGB with the reference white folded in: applied to ``(f^-1(fx), f^-1(fy), f^-1(fz))``."""
+    inv = torch.tensor(_xyz_to_rgb(), dtype=torch.float64) * torch.tensor(_WHITE, dtype=torch.float64)
+    return tuple(tuple(row) for row in inv.tolist())
+
+
+class _Scratch:
+    """Reusable float32 planes for the in-place colour kernels below: fresh full-size temporaries
+    cost more than the arithmetic (allocation and first touch: 33 vs 7 us per op on 128 k
+    pixels, measured), so a band's temporaries are allocated once and reused."""
+
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.planes = [torch.empty(n, dtype=torch.float32, device=device) for _ in range(5)]
+
+    def take(self, n: int) -> list[torch.Tensor]:
+        if self.planes[0].numel() < n:
+            self.planes = [torch.empty(n, dtype=torch.float32, device=self.planes[0].device) for _ in range(5)]
+        return [p[:n] for p in self.planes]
+
+
+def _f_inv_(t: torch.Tensor, d: torch.Tensor, sq: torch.Tensor) -> torch.Tensor:
+    """:func:`_f_inv` in place on ``t`` (``d`` and ``sq`` are scratch of the same size)."""
+    torch.sub(t, _T0, out=d).clamp_max_(0.0)
+    t.clamp_min_(_T0)
+    torch.mul(t, t, out=sq)
+    return t.mul_(sq).add_(d, alpha=116.0 / _KAPPA)
+
+
+def _lab_to_linear_into(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, lin: torch.Tensor, ws: _Scratch) -> torch.Tensor:
+    """Lab planes -> linear RGB, without clipping, with in-place arithmetic.
+
+    Args:
+        L, a, b: ``(N,)`` float32 (not modified).
+        lin: ``(3, N)`` float32 output.
+        ws: scratch planes.
+
+    Returns:
+        ``lin``.
+    """
+    fy, fx, fz, d, sq = ws.take(L.numel())
+    torch.add(L, 16.0, out=fy).mul_(1.0 / 116.0)
+    torch.add(fy, a, alpha=1.0 / 500.0, out=fx)
+    torch.sub(fy, b, alpha=1.0 / 200.0, out=fz)
+    x, y, z = _f_inv_(fx, d, sq), _f_inv_(fy, d, sq), _f_inv_(fz, d, sq)
+    for i, (mx, my, mz) in enumerate(_lab_matrix()):
+        torch.mul(x, mx, out=lin[i]).add_(y, alpha=my).add_(z, alpha=mz)
+    return lin
+
+
+def _linear_to_srgb_into(lin: torch.Tensor, out: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """:func:`_linear_to_srgb` of one plane into ``out`` by :data:`_SRGB_POLY`, clamped to [0, 1].
+    ``lin`` is overwritten; ``d`` is scratch."""
+    torch.sub(lin, _LIN_KNEE, out=d).clamp_max_(0.0).mul_(12.92)
+    q = lin.clamp_min_(_LIN_KNEE).sqrt_().sqrt_()
+    torch.mul(q, _SRGB_POLY[0], out=out).add_(_SRGB_POLY[1])
+    for c in _SRGB_POLY[2:]:
+        out.mul_(q).add_(c)
+    return out.add_(d).clamp_(0.0, 1.0)
+
+
+def _gamut_scale(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, steps: int, tol: float) -> torch.Tensor:
+    """The chroma scale of :func:`gamut_clip`'s bisection for ``(N,)`` Lab planes: the largest
+    ``s`` in [0, 1] (to ``2^-steps``) with ``(L, s a, s b)`` inside the gamut (L clamped to [0, 100])."""
+    n = L.numel()
+    dev = L.device
+    new = lambda: torch.empty(n, dtype=torch.float32, device=dev)  # noqa: E731
+    # What does not depend on s is computed once: fy, a / 500, -b / 200, and Y's share of each channel.
+    fy = torch.add(L, 16.0).mul_(1.0 / 116.0)
+    a5, b2 = a * (1.0 / 500.0), b * (-1.0 / 200.0)
+    y = _f_inv_(fy.clone(), new(), new())
+    m = _lab_matrix()
+    y_part = [y * m[c][1] for c in range(3)]
+    lo, mid, fx, fz, d, sq, mn, mx = (new() for _ in range(8))
+    lo.zero_()
+    lin = [new() for _ in range(3)]
+    ok, ok_hi = torch.empty(n, dtype=torch.bool, device=dev), torch.empty(n, dtype=torch.bool, device=dev)
+    lo_lin, hi_lin = -tol / 12.92, 1.0 + tol * 2.4
+    h = 1.0
+    for _ in range(steps):
+        # mid = (lo + hi) / 2 with hi = lo + 2h: exact in binary, so the same steps as a two-sided bisection.
+        h /= 2
+        torch.add(lo, h, out=mid)
+        x = _f_inv_(torch.addcmul(fy, mid, a5, out=fx), d, sq)
+        z = _f_inv_(torch.addcmul(fy, mid, b2, out=fz), d, sq)
+        for c in range(3):
+            torch.add(y_part[c], x, alpha=m[c][0], out=lin[c]).add_(z, alpha=m[c][2])
+        # In gamut: the smallest channel >= lo_lin and the largest <= hi_lin.
+        torch.minimum(torch.minimum(lin[0], lin[1], out=mn), lin[2], out=mn)
+        torch.maximum(torch.maximum(lin[0], lin[1], out=mx), lin[2], out=mx)
+        torch.ge(mn, lo_lin, out=ok).logical_and_(torch.le(mx, hi_lin, out=ok_hi))
+        lo.add_(ok, alpha=h)
+    return lo
+
+
+def _render_planes(
+    L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, ws: _Scratch, lin: torch.Tensor, tol: float
+) -> torch.Tensor:
+    """Lab planes -> gamut-clipped sRGB planes, except the out-of-gamut pixels, whose flat indices
+    are returned (the caller clips them with :func:`_gamut_scale`, all bands at once).
+
+    Args:
+        L, a, b: ``(N,)`` float32. out: ``(3, N)`` float32 sRGB output (may be strided views).
+        lin: ``(3, N)`` scratch.
+    """
+    _lab_to_linear_into(L, a, b, lin, ws)
+    _, _, _, mn, mx = ws.take(L.numel())
+    torch.minimum(lin[0], lin[1], out=mn)
+    torch.minimum(mn, lin[2], out=mn)
+    torch.maximum(lin[0], lin[1], out=mx)
+    torch.maximum(mx, lin[2], out=mx)
+    bad = (mn < -tol / 12.92).logical_or_(mx > 1.0 + tol * 2.4).nonzero().flatten()
+    for c in range(3):
+        _linear_to_srgb_into(lin[c], out[c], mn)
+    return bad
+
+
+def _merge_fast(L_full: torch.Tensor, ab: torch.Tensor, steps: int = 12, tol: float = 1e-4) -> torch.Tensor:
+    """:func:`merge_luminance` for float32 without autograd: the same maths (gamut clipping by the
+    same bisection, sRGB encoding within 4.4e-5), in bands with in-place arithmetic, and the
+    bisection once over every band's out-of-gamut pixels. About 4x faster on CPUs."""
+    B, _, H, W = L_full.shape
+    out = torch.empty((B, 3, H, W), dtype=torch.float32, device=L_full.device)
+    rows = max(1, min(H, _MERGE_CHUNK // W))
+    n = rows * W
+    ws = _Scratch(n, L_full.device)
+    lin = torch.empty(3, n, dtype=torch.float32, device=L_full.device)
+    bad_px: list[torch.Tensor] = []  # flat indices into (B, H * W)
+    for i in range(B):
+        for top in range(0, H, rows):
+            r = min(rows, H - top)
+            m = r * W
+            Lp = L_full[i, 0, top : top + r].reshape(-1)
+            ap, bp = ab[i, 0, top : top + r].reshape(-1), ab[i, 1, top : top + r].reshape(-1)
+            bad = _render_planes(Lp, ap, bp, out[i, :, top : top + r].view(3, m), ws, lin[:, :m], tol)
+            if bad.numel():
+                bad_px.append(bad + (i * H * W + top * W))
+    if bad_px:
+        idx = torch.cat(bad_px)  # flat over (B, H * W)
+        hw = H * W
+        bi = torch.div(idx, hw, rounding_mode="floor")
+        # Flat positions of each bad pixel's a (and b: + hw) in ab (B, 2, H, W), and of its R (G, B:
+        # + hw, + 2 hw) in out (B, 3, H, W); index_select / index_copy_ on flat views are several
+        # times faster than advanced indexing with two index tensors.
+        at_ab = idx + bi * hw
+        at_out = idx + 2 * bi * hw
+        ab_flat, out_flat = ab.reshape(-1), out.view(-1)
+        Lb = L_full.reshape(-1).index_select(0, idx).clamp_(0.0, 100.0)
+        a_b, b_b = ab_flat.index_select(0, at_ab), ab_flat.index_select(0, at_ab + hw)
+        s = _gamut_scale(Lb, a_b, b_b, steps, tol)
+        nb = idx.numel()
+        wsb = _Scratch(nb, L_full.device)
+        linb = _lab_to_linear_into(Lb, a_b.mul_(s), b_b.mul_(s), torch.empty(3, nb, dtype=torch.float32, device=L_full.device), wsb)
+        rgb_b, d = s, wsb.take(nb)[0]  # s is not needed any more: its buffer takes each channel
+        for c in range(3):
+            out_flat.index_copy_(0, at_out + c * hw, _linear_to_srgb_into(linb[c], rgb_b, d))
+    return out
 
 
 def merge_luminance(L_full: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
@@ -292,14 +464,7 @@ def merge_luminance(L_full: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     if ab.shape[-2:] != (H, W):
         ab = F.interpolate(ab.to(L_full.dtype), size=(H, W), mode="bilinear", align_corners=False)
     ab = ab.to(L_full.dtype)
-    if L_full.device.type != "cpu" or B * H * W <= _MERGE_CHUNK or (torch.is_grad_enabled() and (L_full.requires_grad or ab.requires_grad)):
+    if L_full.dtype != torch.float32 or (torch.is_grad_enabled() and (L_full.requires_grad or ab.requires_grad)):
         return lab_to_rgb(torch.cat([L_full, ab], dim=1))
-    # On CPUs the conversion is bound by memory traffic: a dozen full-size temporaries per call.
-    # Bands of rows small enough to stay in cache halve its time on a 1080p batch (295 -> 155
-    # ms per frame, measured); every pixel is converted on its own, so the result is the same.
-    out = torch.empty((B, 3, H, W), dtype=L_full.dtype)
-    rows = max(1, _MERGE_CHUNK // (B * W))
-    for top in range(0, H, rows):
-        band = slice(top, top + rows)
-        out[:, :, band] = lab_to_rgb(torch.cat([L_full[:, :, band], ab[:, :, band]], dim=1))
-    return out
+    # The conversion is bound by memory traffic and allocation, not arithmetic: see _merge_fast.
+    return _merge_fast(L_full.contiguous(), ab.contiguous())

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from colorgan import color
 from colorgan.errors import OutOfMemoryError
-from colorgan.models.fold import plain_model
+from colorgan.models.fold import fuse_batchnorm, plain_model
 from colorgan.limits import MAX_RENDER_SIZE, MIN_RENDER_SIZE
 
 if TYPE_CHECKING:
@@ -293,9 +293,10 @@ class Colorizer:
         if is_onnx_file:
             raise ModelLoadError(f"{path}: an ONNX file needs the ONNX backend (--backend onnx)")
         # The colorizer owns this model, so it runs the folded copy: spectral norm's per-call
-        # W / sigma is fixed in eval mode, and recomputing it costs about 2x in bf16 on CPU.
+        # W / sigma is fixed in eval mode, and recomputing it costs about 2x in bf16 on CPU;
+        # eval-mode BatchNorm is folded into the convolutions before it, too.
         # Its chroma calibration, if the file has one, is applied around the network.
-        model = plain_model(load_inference_model(path, device="cpu", dtype=torch.float32))
+        model = fuse_batchnorm(plain_model(load_inference_model(path, device="cpu", dtype=torch.float32)))
         return cls(model, device=device, dtype=dtype, name=label)
 
     # ------------------------------------------------------------------ tensor core
@@ -424,7 +425,10 @@ class Colorizer:
             log.warning("%s is already in colour; only its luminance is used", loaded.source or "input")
         # Only a 'grey' image can have three exactly equal channels (classify_tone): colour and
         # tinted ones skip the look-up's full-size equality checks.
-        L = _grey_luminance(loaded.rgb, loaded.bit_depth) if loaded.kind == "grey" else None
+        if loaded.levels is not None and loaded.bit_depth in (8, 16):
+            L = torch.from_numpy(_grey_lut(loaded.bit_depth).take(loaded.levels))[None, None]
+        else:
+            L = _grey_luminance(loaded.rgb, loaded.bit_depth) if loaded.kind == "grey" else None
         if L is not None:
             L = L.to(self.device)
         else:

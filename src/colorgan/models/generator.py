@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from colorgan.models.encoders import ENCODERS, build_encoder
 from colorgan.models._config import config_from_dict
-from colorgan.models.layers import ConvBlock, PixelShuffleICNR, SelfAttention, check_l_input
+from colorgan.models.layers import ConvBlock, PixelShuffleICNR, SelfAttention, cat_channels, check_l_input
 
 __all__ = ["GeneratorConfig", "SAUNet"]
 
@@ -118,7 +118,7 @@ class _UnetBlock(nn.Module):
         x = self.up(x)
         if x.shape[-2:] != skip.shape[-2:]:  # odd sizes: align to the skip
             x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="nearest")
-        x = torch.cat([x, self.skip_norm(skip)], dim=1)
+        x = cat_channels([x, self.skip_norm(skip)])
         return self.attn(self.conv2(self.conv1(x)))
 
 
@@ -316,6 +316,6 @@ class SAUNet(nn.Module):
         x = final_up(x)
         if add:
             x = x + add[1]
-        x = refine(torch.cat([x, l_norm.to(x.dtype)], dim=1))
+        x = refine(cat_channels([x, l_norm.to(x.dtype)]))
         ab = self.config.ab_bound * torch.tanh(head(x))
         return ab, (s16, s32)

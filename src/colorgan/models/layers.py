@@ -16,7 +16,29 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-__all__ = ["check_l_input", "conv_sn", "ConvBlock", "SelfAttention", "PixelShuffleICNR", "icnr_"]
+__all__ = ["check_l_input", "cat_channels", "conv_sn", "ConvBlock", "SelfAttention", "PixelShuffleICNR", "icnr_"]
+
+
+def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(tensors, dim=1)`` in the first tensor's channels_last layout when it has one.
+
+    torch.cat of a channels_last map with a one-channel map (whose layout is ambiguous) returns a
+    contiguous tensor, and the next convolution then transposes it back: on a 256 x 416 map that
+    cat took 28 ms instead of 0.7 (measured, 2 threads). Traced and exported graphs keep plain cat.
+    """
+    first = tensors[0]
+    if (
+        first.dim() != 4
+        or first.is_contiguous()
+        or not first.is_contiguous(memory_format=torch.channels_last)
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+    ):
+        return torch.cat(tensors, dim=1)
+    shape = (first.shape[0], sum(t.shape[1] for t in tensors), *first.shape[2:])
+    out = torch.empty(shape, dtype=first.dtype, device=first.device, memory_format=torch.channels_last)
+    return torch.cat(tensors, dim=1, out=out)
 
 
 def check_l_input(l_norm: torch.Tensor, stride: int = 1) -> tuple[int, int]:
