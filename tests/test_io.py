@@ -479,6 +479,12 @@ def test_save_rounds_and_clips(tmp_path: Path) -> None:
     rgb = np.array([[[-0.5, 1.5, np.nan], [0.6 / 255, 0.49 / 255, 1.0]]], dtype=np.float64)
     loaded = cio.load_image(cio.save_image(tmp_path / "r.png", rgb))
     assert _to8(loaded.rgb).tolist() == [[[0, 255, 0], [1, 0, 255]]]
+    # float32 (what the pipeline gives) takes a faster path to the same samples, inf included
+    rgb32 = np.array([[[-0.5, 1.5, np.nan], [0.6 / 255, 0.49 / 255, np.inf]]], dtype=np.float32)
+    loaded = cio.load_image(cio.save_image(tmp_path / "r32.png", rgb32))
+    assert _to8(loaded.rgb).tolist() == [[[0, 255, 0], [1, 0, 255]]]
+    levels = (np.arange(256, dtype=np.float32) / 255).reshape(16, 16, 1).repeat(3, axis=2)
+    assert np.array_equal(cio._quantise(levels, 8), cio._quantise(levels.astype(np.float64), 8))
 
 
 # ----------------------------------------------------------------------------------------------
