@@ -704,3 +704,57 @@ def test_api_takes_hints_and_a_reference_and_refuses_bad_ones(tiny_guided_weight
     with TestClient(create_app(str(tiny_weights), settings=ServeSettings(device="cpu")), base_url=BASE) as client:
         r = client.post("/api/colorize", files={"file": ("a.png", png)}, data={"hints": hints})
         assert r.status_code == 422 and "takes no colour hints" in r.json()["detail"]
+
+
+def test_api_suggest_gives_likely_colours_at_the_place_at_its_lightness(client):
+    """POST /api/suggest: colours from the shipped colour-distribution model (cic) for one place,
+    most likely first, each with the photo's lightness there; bad places are 422s naming the problem."""
+    photo = _photo("L", size=(96, 64))
+    png = _encode(photo, "PNG")
+    r = client.post("/api/suggest", files={"file": ("a.png", png)}, data={"x": "30", "y": "20", "render_size": "64"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    found = body["suggestions"]
+    assert body["x"] == 30 and body["y"] == 20 and 1 <= len(found) <= 6
+    probs = [s["probability"] for s in found]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
+    want_l = float(np.asarray(photo, dtype=np.float64)[18:23, 28:33].mean())
+    for s in found:
+        rgb = np.array([[[int(s["color"][i : i + 2], 16) / 255 for i in (1, 3, 5)]]])
+        grey_l = _lum(np.full((1, 1, 3), want_l / 255))[0, 0]
+        assert abs(_lum(rgb)[0, 0] - grey_l) < 2.0  # the swatch is the colour a point there gives
+    for data, msg in (({"x": "500", "y": "20"}, "outside"), ({"x": "3"}, "y is required"), ({"x": "a", "y": "1"}, "number")):
+        r = client.post("/api/suggest", files={"file": ("a.png", png)}, data=data)
+        assert r.status_code == 422 and msg in r.json()["detail"], r.text
+    assert client.post("/api/suggest", data={"x": "1", "y": "1"}).status_code in (415, 422)
+
+
+def test_suggestions_are_the_modes_of_the_distribution():
+    """Two peaks in the predicted distribution: the two colours, the stronger first."""
+    from colorgan.models.cic import ab_bins
+    from colorgan.suggest import colour_suggestions
+
+    bins = ab_bins()
+    red, blue = int(torch.cdist(bins, torch.tensor([[50.0, 30.0]])).argmin()), int(torch.cdist(bins, torch.tensor([[10.0, -50.0]])).argmin())
+
+    class Peaks(torch.nn.Module):
+        stride = 32
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("bins", bins)
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, l, raw=False):
+            logits = torch.full((l.shape[0], len(bins), l.shape[2] // 4, l.shape[3] // 4), -20.0)
+            logits[:, red], logits[:, blue] = 3.0, 2.0
+            return logits
+
+    L = torch.full((1, 1, 64, 64), 55.0)
+    found = colour_suggestions(Peaks(), L, 10, 10, render_size=64)
+    assert len(found) == 2 and found[0].probability > found[1].probability > 0.2
+    lab = color.rgb_to_lab(torch.tensor([[int(s.color[i : i + 2], 16) / 255 for i in (1, 3, 5)] for s in found]).T[:, :, None])
+    assert torch.allclose(lab[0, :, 0], torch.tensor([55.0, 55.0]), atol=1.0)
+    assert lab[1, 0, 0] > 30 and lab[2, 0, 0] > 15 and lab[2, 1, 0] < -30  # red-ish, then blue
+    with pytest.raises(ValueError, match="outside"):
+        colour_suggestions(Peaks(), L, 64, 3)

@@ -351,3 +351,32 @@ def test_place_a_colour_point_pick_its_colour_and_the_colour_moves_there(live_gu
     browser.save_screenshot(str(shot))
     _save_artifact(shot)
 
+
+
+def test_a_new_point_gets_suggested_colours_and_a_swatch_sets_its_colour(live_guided_server, browser, tmp_path):
+    """After a click, swatches of the colours likely at that place appear (from the cic model); a
+    click on one makes it the point's colour, in the list and in the hints that are sent."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    photo = _photo(tmp_path / "square.jpg")
+    wait = WebDriverWait(browser, WAIT_S)
+    browser.get(live_guided_server)
+    wait.until(lambda d: "model" in d.find_element(By.ID, "server-info").text)
+    browser.find_element(By.ID, "file-input").send_keys(str(photo))
+    card = browser.find_element(By.CSS_SELECTOR, "#results .card")
+    wait.until(lambda d: card.get_attribute("data-state") == "done")
+    card.find_element(By.CSS_SELECTOR, ".add-points").click()
+    compare = card.find_element(By.CSS_SELECTOR, ".compare")
+    ActionChains(browser).move_to_element_with_offset(compare, 10, 5).click().perform()
+    box = card.find_element(By.CSS_SELECTOR, ".suggestions")
+    wait.until(lambda d: box.is_displayed() and box.find_elements(By.CSS_SELECTOR, ".swatch"))
+    swatches = box.find_elements(By.CSS_SELECTOR, ".swatch")
+    assert 1 <= len(swatches) <= 6
+    pick = swatches[-1].get_attribute("data-color")
+    assert pick.startswith("#") and len(pick) == 7
+    swatches[-1].click()
+    wait.until(lambda d: card.find_element(By.CSS_SELECTOR, ".points li input[type=color]").get_attribute("value") == pick)
+    assert card.find_element(By.CSS_SELECTOR, ".point-colour").get_attribute("value") == pick
+    marker = card.find_element(By.CSS_SELECTOR, ".marker")
+    rgb = browser.execute_script("return getComputedStyle(arguments[0]).backgroundColor", marker)
+    assert rgb.replace(" ", "") == "rgb(%d,%d,%d)" % tuple(int(pick[i : i + 2], 16) for i in (1, 3, 5))

@@ -147,7 +147,7 @@ class _FormReader:
                 raise _BadForm("send one reference photo per request (the form has several 'reference' fields)")
             self.has_reference = True
             self._target = "reference"
-        elif name in ("render_size", "compare", "format", "hints"):
+        elif name in ("render_size", "compare", "format", "hints", "x", "y"):
             self._target = name
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -476,6 +476,96 @@ async def colorize(
     if result.kind == "colour":
         headers["X-Colorgan-Warning"] = "already in colour; only its luminance is used"
     return Response(result.body, media_type=media_type, headers=headers)
+
+
+def _parse_point(name: str, value: Any) -> int:
+    if value is None or str(value).strip() == "":
+        raise HTTPException(422, f"{name} is required: the place, in pixels of the photo as shown")
+    try:
+        return int(float(str(value)))
+    except ValueError:
+        raise HTTPException(422, f"{name} must be a number of pixels, got {str(value)[:40]!r}") from None
+
+
+def _suggest(state: ServerState, data: bytes, x: int, y: int, render_size: int) -> dict[str, Any]:
+    """Decode and suggest: runs on a worker thread."""
+    from colorgan import io as cio
+    from colorgan.suggest import colour_suggestions
+
+    model = state.suggester()
+    if model is None:
+        raise _BadGuidance("colour suggestions need the cic model, which is not installed")
+    loaded = cio.load_image(data, max_pixels=state.settings.max_pixels)
+    L = state.colorizer().prepare(loaded).L
+    try:
+        found = colour_suggestions(model, L, x, y, render_size=render_size)
+    except ValueError as e:
+        raise _BadGuidance(str(e)) from None
+    return {"x": x, "y": y, "suggestions": [{"color": f.color, "probability": f.probability} for f in found]}
+
+
+@router.post(
+    "/suggest",
+    summary="Colours to suggest for one place of a photo",
+    responses={
+        200: {"description": 'JSON: `{"x": .., "y": .., "suggestions": [{"color": "#rrggbb", "probability": 0.4}, ...]}`, '
+              "most likely first, each at the photo's own lightness there (the colour a point with it gives)."},
+        400: {**_ERROR, "description": "corrupt, truncated or empty image; malformed form"},
+        413: {**_ERROR, "description": "upload over the size limit, or image over the pixel limit"},
+        415: {**_ERROR, "description": "not multipart/form-data, or the file is not a supported image"},
+        422: {**_ERROR, "description": "missing file, x or y; the place outside the photo; no colour-distribution model"},
+        503: {**_ERROR, "description": "the work queue is full (see Retry-After)"},
+    },
+    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file", "x", "y"],
+        "properties": {
+            "file": {"type": "string", "format": "binary", "description": "the photo"},
+            "x": {"type": "integer", "description": "pixel column of the place (photo as shown)"},
+            "y": {"type": "integer", "description": "pixel row of the place"},
+            "render_size": {"type": "integer", "minimum": 64, "description": "short side the model sees (default 256)"},
+        }}}}}},
+)
+async def suggest(request: Request) -> dict[str, Any]:
+    """The likely colours at one place of the uploaded photo (Zhang et al. 2017's colour
+    suggestions), from the shipped colour-distribution model (:mod:`colorgan.suggest`)."""
+    state = get_state(request)
+    settings = state.settings
+    mime, params = parse_options_header(request.headers.get("content-type", ""))
+    if mime != b"multipart/form-data":
+        raise HTTPException(415, "send the photo as multipart/form-data in a field named 'file', with fields x and y")
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise HTTPException(400, "multipart/form-data without a boundary")
+    ticket = state.queue.try_admit()
+    if ticket is None:
+        wait = state.queue.retry_after_s()
+        raise HTTPException(503, f"the server is busy; try again in {wait} s", headers={"Retry-After": str(wait)})
+    try:
+        try:
+            form = await asyncio.wait_for(
+                _read_form(request, boundary, settings.max_upload_bytes, settings.max_upload_mb), settings.upload_timeout_s
+            )
+        except asyncio.TimeoutError:
+            raise HTTPException(408, f"the upload took longer than {settings.upload_timeout_s:g} s") from None
+        except ClientDisconnect:
+            return Response(status_code=400)  # type: ignore[return-value]
+        if not form.has_file or not form.file:
+            raise HTTPException(422, "no file: send the photo in a multipart field named 'file'")
+        display = _clean_name(form.filename)
+        x, y = _parse_point("x", form.fields.get("x")), _parse_point("y", form.fields.get("y"))
+        render_size = _parse_render_size(form.fields.get("render_size"), state)
+        data = bytes(form.file)
+        del form
+        try:
+            return await ticket.run(_suggest, state, data, x, y, render_size, timeout=settings.request_timeout_s)
+        except WorkTimeout:
+            raise HTTPException(504, f"{display}: not done within {settings.request_timeout_s:g} s") from None
+        except ImageLoadError as e:
+            raise _load_error(display, e) from None
+        except _BadGuidance as e:
+            raise HTTPException(422, f"{display}: {e}") from None
+    finally:
+        ticket.release()
 
 
 @router.get("/health", summary="Server status, model and limits")

@@ -41,6 +41,8 @@ class ServerState:
     started: float = field(default_factory=time.time)
     _colorizer: Any = None
     _load_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The colour-distribution model for suggestions: None until loaded, False when unavailable.
+    _suggester: Any = None
 
     @property
     def loaded(self) -> bool:
@@ -58,6 +60,24 @@ class ServerState:
                 if self._colorizer is None:
                     self._colorizer = _load_colorizer(self.source, self.settings.device)
         return self._colorizer
+
+
+    def suggester(self) -> Any:
+        """The colour-distribution model behind colour suggestions (the shipped ``cic`` model,
+        :mod:`colorgan.suggest`), loaded on first use; None when it is not installed."""
+        if self._suggester is None:
+            with self._load_lock:
+                if self._suggester is None:
+                    from colorgan.errors import ColorGANError
+                    from colorgan.models import hub
+                    from colorgan.pipeline import resolve_device
+
+                    try:
+                        model = hub.load_model(hub.resolve_weights("cic"), expect_kind="cic")
+                        self._suggester = model.to(resolve_device(self.settings.device)).eval()
+                    except ColorGANError:
+                        self._suggester = False
+        return self._suggester or None
 
 
 def _load_colorizer(source: Any, device: str) -> "Colorizer":

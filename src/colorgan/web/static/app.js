@@ -7,6 +7,7 @@
   'use strict';
 
   const $ = (selector, root) => (root || document).querySelector(selector);
+  const $$ = (selector, root) => Array.from((root || document).querySelectorAll(selector));
 
   const els = {
     dropzone: $('#dropzone'),
@@ -254,6 +255,48 @@
     item.selected = item.points.length - 1;
     renderPoints(item);
     announce('Colour point ' + item.points.length + ' at ' + x + ', ' + y + '.');
+    suggest(item);
+  }
+
+  // Colours likely at the selected point (POST /api/suggest, from the colour-distribution model):
+  // a swatch sets the point's colour. Shown for the last place asked; a stale answer is dropped.
+  async function suggest(item) {
+    const box = $('.suggestions', item.card);
+    const p = item.points[item.selected];
+    if (!p) { box.hidden = true; return; }
+    const ask = (item.suggestSeq = (item.suggestSeq || 0) + 1);
+    const form = new FormData();
+    form.append('file', item.file, item.name);
+    form.append('x', String(p.x));
+    form.append('y', String(p.y));
+    let found = [];
+    try {
+      const response = await fetch('/api/suggest', { method: 'POST', body: form });
+      if (!response.ok) { box.hidden = true; return; }
+      found = (await response.json()).suggestions || [];
+    } catch (e) {
+      box.hidden = true;
+      return;
+    }
+    if (ask !== item.suggestSeq || item.removed) return;
+    $$('.swatch', box).forEach((b) => b.remove());
+    const index = item.selected;
+    found.forEach((s) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'swatch';
+      b.style.background = s.color;
+      b.dataset.color = s.color;
+      b.title = s.color + ' (' + Math.round(s.probability * 100) + '%)';
+      b.setAttribute('aria-label', 'Use ' + s.color + ', ' + Math.round(s.probability * 100) + '% likely here');
+      b.addEventListener('click', () => {
+        if (!item.points[index]) return;
+        $('.point-colour', item.card).value = s.color;
+        changePoints(item, (pts) => { pts[index].color = s.color; });
+      });
+      box.appendChild(b);
+    });
+    box.hidden = !found.length;
   }
 
   function pointsChanged(item) {
@@ -308,6 +351,7 @@
         item.selected = i;
         $('.point-colour', card).value = p.color;
         renderPoints(item);
+        suggest(item);
       });
       list.appendChild(li);
     });
@@ -334,6 +378,7 @@
       if (moved) {
         item.history.push(before);
         pointsChanged(item);
+        suggest(item);
       } else {
         renderPoints(item);
       }
