@@ -318,3 +318,16 @@ def test_colorize_with_a_reference_api_and_cli(tmp_path, tiny_guided_weights, ti
     assert rc == 1 and "p1.png: its reference" in err and "greyscale" in err
     assert (tmp_path / "out" / "p0.png").exists() and not (tmp_path / "out" / "p1.png").exists()
     assert main(["colorize", str(src), "-o", str(tmp_path / "x"), "--weights", str(tiny_weights), "--reference", str(refs / "p0.jpg")]) == 2
+
+
+def test_near_guidance_separable_filters_equal_the_square_ones():
+    from colorgan.models.calibration import near_guidance
+
+    conf = torch.zeros(2, 1, 70, 93)
+    conf[0, 0, 5, 7] = 1.0
+    conf[0, 0, 40:44, 60:66] = 0.6
+    conf[1, 0, 69, 0] = 1.0  # at a corner: the clipped windows
+    k = 2 * max(1, round(70 / 16)) + 1
+    grown = torch.nn.functional.max_pool2d(conf, k, stride=1, padding=k // 2)
+    square = torch.nn.functional.avg_pool2d(grown, k, stride=1, padding=k // 2, count_include_pad=False).clamp(0, 1)
+    assert torch.allclose(near_guidance(conf), square, atol=1e-6)

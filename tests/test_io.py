@@ -814,8 +814,11 @@ def test_single_channel_images_keep_their_levels_and_give_the_same_l(tmp_path, t
         assert loaded.levels is not None and np.array_equal(loaded.levels, arr)
         assert loaded.rgb.shape == (9, 13, 3) and not loaded.rgb.flags.writeable
         assert np.array_equal(loaded.rgb[..., 2], arr.astype(np.float32) / np.float32(255 if depth == 8 else 65535))
-        three = cio.from_array(np.repeat(arr[..., None], 3, axis=2))  # the same image as three channels
-        assert three.levels is None
-        assert torch.equal(c.prepare(loaded).L, c.prepare(three).L)
+        three = cio.from_array(np.repeat(arr[..., None], 3, axis=2))  # a grey photo stored as RGB
+        assert three.kind == "grey" and np.array_equal(three.levels, arr)
+        # L from the levels is what the general path computes from three float channels.
+        from colorgan.pipeline import _grey_luminance
+
+        assert torch.equal(c.prepare(loaded).L, _grey_luminance(np.ascontiguousarray(loaded.rgb), depth))
     Image.fromarray(rng.integers(0, 256, size=(9, 13, 3)).astype(np.uint8), "RGB").save(tmp_path / "c.png")
     assert cio.load_image(tmp_path / "c.png").levels is None

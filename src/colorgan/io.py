@@ -903,6 +903,10 @@ def _finish(
         alpha = _orient(alpha, orientation)
     scale = np.float32(255.0 if bit_depth == 8 else 65535.0)
     levels = None
+    if channels.ndim == 3 and channels.size and np.array_equal(channels[..., 0], channels[..., 1]) and np.array_equal(
+        channels[..., 0], channels[..., 2]
+    ):
+        channels = channels[..., 0]  # a grey photo stored as RGB (many scans are): the same as one channel
     if channels.ndim == 2:
         # One channel: grey by construction (classify_tone would say so), and three equal float
         # channels need not be stored: a read-only view repeats the one (12 MB and about 10 ms

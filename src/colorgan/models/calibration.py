@@ -190,8 +190,14 @@ def near_guidance(confidence: torch.Tensor) -> torch.Tensor:
         confidence: ``(B, 1, H, W)`` in [0, 1].
     """
     k = 2 * max(1, round(min(confidence.shape[-2:]) / 16)) + 1
-    grown = nn.functional.max_pool2d(confidence, k, stride=1, padding=k // 2)
-    return nn.functional.avg_pool2d(grown, k, stride=1, padding=k // 2, count_include_pad=False).clamp(0.0, 1.0)
+    # Both square filters are separable (a maximum of maxima; a mean of means over a window whose
+    # clipped height depends on the row only and width on the column only), so they run as a
+    # column then a row pass: O(k) per pixel instead of O(k^2) (a guided render at 512 px spent
+    # 7 s here with the square kernels, measured).
+    pool = nn.functional
+    grown = pool.max_pool2d(pool.max_pool2d(confidence, (k, 1), stride=1, padding=(k // 2, 0)), (1, k), stride=1, padding=(0, k // 2))
+    cols = pool.avg_pool2d(grown, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=False)
+    return pool.avg_pool2d(cols, (1, k), stride=1, padding=(0, k // 2), count_include_pad=False).clamp(0.0, 1.0)
 
 
 def with_calibration(net: nn.Module, calibration: ChromaCalibration | None) -> nn.Module:
