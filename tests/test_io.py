@@ -821,4 +821,4 @@ def test_single_channel_images_keep_their_levels_and_give_the_same_l(tmp_path, t
 
         assert torch.equal(c.prepare(loaded).L, _grey_luminance(np.ascontiguousarray(loaded.rgb), depth))
     Image.fromarray(rng.integers(0, 256, size=(9, 13, 3)).astype(np.uint8), "RGB").save(tmp_path / "c.png")
-    assert cio.load_image(tmp_path / "c.png").levels is None
+    assert cio.load_image(tmp_path / "c.png").levels.shape == (9, 13, 3)  # colour: its RGB samples

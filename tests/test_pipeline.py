@@ -240,3 +240,17 @@ def test_every_shipped_model_is_installed_loads_and_colours(name, kind):
     assert (_lab_L(out) - _lab_L(np.repeat(grey[..., None], 3, axis=2))).abs().mean() < 0.5
     chroma = color.rgb_to_lab(torch.from_numpy(out / 255.0).permute(2, 0, 1))[1:].square().sum(0).sqrt()
     assert chroma.mean() > 1.0
+
+
+def test_l_of_8bit_rgb_samples_by_look_up_matches_rgb_to_l(tiny_weights):
+    """Colour and tinted 8-bit input: L from the integer samples (sRGB decoding by table) is
+    color.rgb_to_l of the float channels."""
+    from colorgan import io as cio
+
+    rng = np.random.default_rng(3)
+    arr = rng.integers(0, 256, size=(17, 23, 3)).astype(np.uint8)
+    loaded = cio.from_array(arr)
+    assert loaded.levels is not None and loaded.levels.shape == (17, 23, 3)
+    c = Colorizer.from_pretrained(tiny_weights)
+    want = color.rgb_to_l(torch.from_numpy(arr.astype(np.float32) / 255).permute(2, 0, 1)[None])
+    assert torch.allclose(c.prepare(loaded).L, want, atol=1e-4)

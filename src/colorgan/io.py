@@ -118,10 +118,11 @@ class LoadedImage:
         icc_profile: the embedded ICC profile if it describes an RGB colour space (a grey or
             CMYK profile cannot be attached to an RGB output), else None.
         source: the file path as given, or None.
-        levels: for a single-channel source (a grey JPEG, an 8- or 16-bit grey PNG or TIFF), its
-            integer samples ``(H, W)`` (uint8 or uint16, orientation applied), from which ``rgb``
-            is a read-only broadcast view; None otherwise. The pipeline reads L from them by table
-            look-up, without touching the three float channels.
+        levels: the integer samples (uint8 or uint16, orientation applied): ``(H, W)`` for a
+            single-channel source (a grey JPEG, an 8- or 16-bit grey PNG or TIFF, or an RGB file
+            whose three channels are equal), from which ``rgb`` is a read-only broadcast view;
+            ``(H, W, 3)`` for an RGB source; None for images made from float arrays. The pipeline
+            reads L from them by table look-ups instead of converting the float channels.
     """
 
     rgb: np.ndarray
@@ -916,6 +917,7 @@ def _finish(
         rgb = np.broadcast_to(grey[..., None], (*grey.shape, 3))
         kind = "grey"
     else:
+        levels = np.ascontiguousarray(channels)
         rgb = np.ascontiguousarray(channels.astype(np.float32) / scale)
         kind = classify_tone(rgb)
     return LoadedImage(
@@ -1009,8 +1011,12 @@ def _block_mean(arr: np.ndarray, max_side: int) -> np.ndarray:
         return arr[::step, ::step].astype(np.float32)
     height = arr.shape[0] - arr.shape[0] % step
     width = arr.shape[1] - arr.shape[1] % step
-    blocks = arr[:height, :width].reshape(height // step, step, width // step, step, arr.shape[2])
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
+    # Rows of blocks first, then columns: two simple reductions (5 ms per megapixel) instead of one
+    # over two strided axes at once (22 ms, measured); the same means to float rounding.
+    c = arr.shape[2]
+    rows = arr[:height, :width].reshape(height // step, step, width * c).sum(axis=1, dtype=np.float32)
+    cols = rows.reshape(height // step, width // step, step, c).sum(axis=2, dtype=np.float32)
+    return cols / np.float32(step * step)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -178,6 +178,22 @@ def _grey_lut(bit_depth: int) -> np.ndarray:
     return lut
 
 
+_LINEAR_LUT8: list[np.ndarray] = []
+
+
+def _rgb8_luminance(samples: np.ndarray) -> torch.Tensor:
+    """``color.rgb_to_l`` of 8-bit RGB samples ``(H, W, 3)``, the sRGB decoding by table look-up
+    (the three pow() per pixel were most of its cost). Returns ``(1, 1, H, W)`` float32 L."""
+    if not _LINEAR_LUT8:
+        levels = torch.arange(256, dtype=torch.float32) / np.float32(255.0)
+        _LINEAR_LUT8.append(color._srgb_to_linear(levels).numpy())  # a race makes the same table twice
+    lin = torch.from_numpy(_LINEAR_LUT8[0].take(samples)).permute(2, 0, 1)  # (3, H, W) view
+    w = color._RGB_TO_XYZ[1]
+    y = lin[0] * w[0]
+    y.add_(lin[1], alpha=w[1]).add_(lin[2], alpha=w[2])
+    return (116.0 * color._f(y) - 16.0)[None, None]
+
+
 def _grey_luminance(rgb: np.ndarray, bit_depth: int) -> torch.Tensor | None:
     """L of an exactly grey 8/16-bit image by table look-up, or None when it does not apply.
 
@@ -425,8 +441,10 @@ class Colorizer:
             log.warning("%s is already in colour; only its luminance is used", loaded.source or "input")
         # Only a 'grey' image can have three exactly equal channels (classify_tone): colour and
         # tinted ones skip the look-up's full-size equality checks.
-        if loaded.levels is not None and loaded.bit_depth in (8, 16):
+        if loaded.levels is not None and loaded.levels.ndim == 2 and loaded.bit_depth in (8, 16):
             L = torch.from_numpy(_grey_lut(loaded.bit_depth).take(loaded.levels))[None, None]
+        elif loaded.levels is not None and loaded.bit_depth == 8:
+            L = _rgb8_luminance(loaded.levels)
         else:
             L = _grey_luminance(loaded.rgb, loaded.bit_depth) if loaded.kind == "grey" else None
         if L is not None:
@@ -666,7 +684,7 @@ def _to_output(original: object, prep: PreparedImage, rgb: np.ndarray) -> PILOrA
             out = np.round(np.clip(rgb, 0, 1) * 65535).astype(np.uint16)
             a = None if alpha is None else _alpha_to(alpha, np.uint16)
         elif original.dtype == np.uint8 or original.dtype == np.bool_:
-            out = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+            out = _quantise_samples(rgb, 8)
             a = None if alpha is None else _alpha_to(alpha, np.uint8)
         else:
             out = rgb.astype(np.float32)
@@ -674,10 +692,17 @@ def _to_output(original: object, prep: PreparedImage, rgb: np.ndarray) -> PILOrA
         return out if a is None else np.concatenate([out, a[..., None]], axis=2)
     from PIL import Image
 
-    out8 = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+    out8 = _quantise_samples(rgb, 8)
     if alpha is None:
         return Image.fromarray(out8, "RGB")
     return Image.fromarray(np.concatenate([out8, _alpha_to(alpha, np.uint8)[..., None]], axis=2), "RGBA")
+
+
+def _quantise_samples(rgb: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Float sRGB -> integer samples, the same rounding the image writer uses (:mod:`colorgan.io`)."""
+    from colorgan.io import _quantise
+
+    return _quantise(rgb, bit_depth)
 
 
 def _alpha_to(alpha: np.ndarray, dtype: type) -> np.ndarray:
