@@ -355,6 +355,51 @@ def _load_error(display: str, e: ImageLoadError) -> HTTPException:
 
 # ------------------------------------------------------------------------------------ routes
 
+def _admit_upload(request: Request, state: ServerState, how: str) -> tuple[bytes, Any]:
+    """Check an upload's headers and take a queue slot: ``(boundary, ticket)``.
+
+    Raises:
+        HTTPException: 415 not multipart (``how`` says what to send), 400 no boundary, 413 a
+            declared size over the limit, 503 the queue full (with Retry-After).
+    """
+    settings = state.settings
+    mime, params = parse_options_header(request.headers.get("content-type", ""))
+    if mime != b"multipart/form-data":
+        raise HTTPException(415, how)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise HTTPException(400, "multipart/form-data without a boundary")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes + _FORM_OVERHEAD:
+        raise _too_large(settings.max_upload_mb)
+    ticket = state.queue.try_admit()
+    if ticket is None:
+        wait = state.queue.retry_after_s()
+        raise HTTPException(
+            503,
+            f"the server is busy ({settings.queue_size} requests in progress); try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    return boundary, ticket
+
+
+async def _receive_form(request: Request, state: ServerState, boundary: bytes) -> "_FormReader | None":
+    """The whole multipart body within the upload time-out; None when the client went away.
+
+    Raises:
+        HTTPException: 408 too slow, 413 too large, 400 malformed.
+    """
+    settings = state.settings
+    try:
+        return await asyncio.wait_for(
+            _read_form(request, boundary, settings.max_upload_bytes, settings.max_upload_mb), settings.upload_timeout_s
+        )
+    except asyncio.TimeoutError:
+        raise HTTPException(408, f"the upload took longer than {settings.upload_timeout_s:g} s") from None
+    except ClientDisconnect:
+        return None
+
+
 _FORM_SCHEMA = {
     "type": "object",
     "required": ["file"],
@@ -405,33 +450,11 @@ async def colorize(
     """
     state = get_state(request)
     settings = state.settings
-    mime, params = parse_options_header(request.headers.get("content-type", ""))
-    if mime != b"multipart/form-data":
-        raise HTTPException(415, "send the photo as multipart/form-data in a field named 'file'")
-    boundary = params.get(b"boundary")
-    if not boundary:
-        raise HTTPException(400, "multipart/form-data without a boundary")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes + _FORM_OVERHEAD:
-        raise _too_large(settings.max_upload_mb)
-
-    ticket = state.queue.try_admit()
-    if ticket is None:
-        wait = state.queue.retry_after_s()
-        raise HTTPException(
-            503,
-            f"the server is busy ({settings.queue_size} requests in progress); try again in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
+    boundary, ticket = _admit_upload(request, state, "send the photo as multipart/form-data in a field named 'file'")
     try:
-        try:
-            form = await asyncio.wait_for(
-                _read_form(request, boundary, settings.max_upload_bytes, settings.max_upload_mb), settings.upload_timeout_s
-            )
-        except asyncio.TimeoutError:
-            raise HTTPException(408, f"the upload took longer than {settings.upload_timeout_s:g} s") from None
-        except ClientDisconnect:
-            return Response(status_code=400)  # nobody is listening any more
+        form = await _receive_form(request, state, boundary)
+        if form is None:
+            return Response(status_code=400)  # the client went away: nobody is listening any more
         if not form.has_file:
             raise HTTPException(422, "no file: send the photo in a multipart field named 'file'")
         display = _clean_name(form.filename)
@@ -530,24 +553,10 @@ async def suggest(request: Request) -> dict[str, Any]:
     suggestions), from the shipped colour-distribution model (:mod:`colorgan.suggest`)."""
     state = get_state(request)
     settings = state.settings
-    mime, params = parse_options_header(request.headers.get("content-type", ""))
-    if mime != b"multipart/form-data":
-        raise HTTPException(415, "send the photo as multipart/form-data in a field named 'file', with fields x and y")
-    boundary = params.get(b"boundary")
-    if not boundary:
-        raise HTTPException(400, "multipart/form-data without a boundary")
-    ticket = state.queue.try_admit()
-    if ticket is None:
-        wait = state.queue.retry_after_s()
-        raise HTTPException(503, f"the server is busy; try again in {wait} s", headers={"Retry-After": str(wait)})
+    boundary, ticket = _admit_upload(request, state, "send the photo as multipart/form-data in a field named 'file', with fields x and y")
     try:
-        try:
-            form = await asyncio.wait_for(
-                _read_form(request, boundary, settings.max_upload_bytes, settings.max_upload_mb), settings.upload_timeout_s
-            )
-        except asyncio.TimeoutError:
-            raise HTTPException(408, f"the upload took longer than {settings.upload_timeout_s:g} s") from None
-        except ClientDisconnect:
+        form = await _receive_form(request, state, boundary)
+        if form is None:
             return Response(status_code=400)  # type: ignore[return-value]
         if not form.has_file or not form.file:
             raise HTTPException(422, "no file: send the photo in a multipart field named 'file'")
