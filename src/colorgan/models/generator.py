@@ -280,6 +280,7 @@ class SAUNet(nn.Module):
                 None (automatic). Only a network built with ``guidance=True`` takes it.
         """
         H, W = check_l_input(l_norm, self.stride)
+        given: torch.Tensor | None = None
         if guide is not None:
             if self.guidance is None:
                 raise ValueError("this generator takes no colour guidance (it was not trained with it)")
@@ -288,25 +289,34 @@ class SAUNet(nn.Module):
             if self.guided is not None:
                 # An image with no guidance at all takes the automatic path (exactly the automatic
                 # output); with a separate guided decoder that is a choice per image.
-                given = guide[:, 2].flatten(1).amax(1) > 0
-                if not bool(given.any()):
+                has = guide[:, 2].flatten(1).amax(1) > 0
+                if not bool(has.any()):
                     guide = None
-                elif not bool(given.all()):
-                    ab, feats = self._forward(l_norm, None)
-                    ab_g, _ = self._forward(l_norm[given], guide[given])
-                    return ab.index_put((given.nonzero().flatten(),), ab_g), feats
-        return self._forward(l_norm, guide)
+                elif not bool(has.all()):
+                    given = has.nonzero().flatten()
+        skips = self.encoder(l_norm)  # s2, s4, s8, s16, s32
+        x = self.middle(skips[4])
+        if given is None:
+            ab = self._decode(l_norm, skips, x, guide)
+        else:  # a mixed batch: one encoder pass, both decoders
+            ab = self._decode(l_norm, skips, x, None)
+            ab_g = self._decode(l_norm[given], [s[given] for s in skips], x[given], guide[given])
+            ab = ab.index_put((given,), ab_g)
+        return ab, (skips[3], skips[4])
 
-    def _forward(self, l_norm: torch.Tensor, guide: torch.Tensor | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def _decode(
+        self, l_norm: torch.Tensor, skips: "tuple[torch.Tensor, ...] | list[torch.Tensor]", x: torch.Tensor, guide: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The decoder from the bottleneck ``x`` (``middle``'s output) and the encoder's ``skips``:
+        the automatic one without ``guide``, else the guidance added and (where there is one) the
+        guided decoder."""
         add: dict[int, torch.Tensor] = {} if guide is None else self.guidance(guide.to(l_norm.dtype))
-        # The guided path uses the guided decoder where there is one.
         dec = self.guided if (add and self.guided is not None) else None
         blocks = self.blocks if dec is None else dec["blocks"]
         final_up = self.final_up if dec is None else dec["final_up"]
         refine = self.refine if dec is None else dec["refine"]
         head = self.head if dec is None else dec["head"]
-        s2, s4, s8, s16, s32 = self.encoder(l_norm)
-        x = self.middle(s32)
+        s2, s4, s8, s16, _ = skips
         if add:
             x = x + add[32]
         for block, skip, stride in zip(blocks, (s16, s8, s4, s2), (16, 8, 4, 2)):
@@ -317,5 +327,4 @@ class SAUNet(nn.Module):
         if add:
             x = x + add[1]
         x = refine(cat_channels([x, l_norm.to(x.dtype)]))
-        ab = self.config.ab_bound * torch.tanh(head(x))
-        return ab, (s16, s32)
+        return self.config.ab_bound * torch.tanh(head(x))
