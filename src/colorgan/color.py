@@ -189,27 +189,13 @@ def gamut_clip(lab: torch.Tensor, steps: int = 12, tol: float = 1e-4) -> torch.T
     if not bool(out_of_gamut.any()):
         return rgb.clamp(0.0, 1.0)
     with torch.no_grad():
-        # The offending pixels as flat (N, 3) rows: the bisection's small tensors stay 2-D and
-        # contiguous (on (N, 3, 1, 1) views the elementwise kernels were ten times slower), and
-        # it tests linear RGB, which is in [0, 1] exactly when sRGB is (the sRGB curve is
-        # monotonic): no gamma per step. The tolerance maps through the curve's slopes at 0 and 1.
+        # The offending pixels as flat planes, and the one bisection of this module
+        # (:func:`_gamut_scale`, which the fast merge uses too): it tests linear RGB, which is in
+        # [0, 1] exactly when sRGB is (the sRGB curve is monotonic), so no gamma per step.
         lab_px = lab.movedim(-3, -1)[out_of_gamut].float()  # (N, 3)
         L = lab_px[:, :1].clamp(0.0, 100.0)
         ab = lab_px[:, 1:]
-        inv = _matrix(_xyz_to_rgb(), L).T
-        white = torch.tensor(_WHITE, dtype=torch.float32, device=lab.device)
-        fy = (L + 16.0) / 116.0
-        lo_lin, hi_lin = -tol / 12.92, 1.0 + tol * 2.4
-        lo = torch.zeros_like(L)  # known in gamut
-        hi = torch.ones_like(L)  # known out of gamut
-        for _ in range(steps):
-            mid = (lo + hi) / 2
-            a, b = (ab * mid).unbind(1)
-            f = torch.stack([fy[:, 0] + a / 500.0, fy[:, 0], fy[:, 0] - b / 200.0], dim=1)
-            lin = (_f_inv(f) * white) @ inv
-            ok = ((lin >= lo_lin) & (lin <= hi_lin)).all(dim=1, keepdim=True)
-            lo = torch.where(ok, mid, lo)
-            hi = torch.where(ok, hi, mid)
+        lo = _gamut_scale(L[:, 0].contiguous(), ab[:, 0].contiguous(), ab[:, 1].contiguous(), steps, tol)[:, None]
         fixed = lab_to_rgb_unclipped(torch.cat([L, ab * lo], dim=1)[..., None, None])[..., 0, 0]
     rgb = rgb.movedim(-3, -1).clone()
     rgb[out_of_gamut] = fixed.to(rgb.dtype)
@@ -345,6 +331,18 @@ def _linear_to_srgb_into(lin: torch.Tensor, out: torch.Tensor, d: torch.Tensor) 
     return out.add_(d).clamp_(0.0, 1.0)
 
 
+def _linear_bounds(tol: float) -> tuple[float, float]:
+    """The in-gamut range of linear RGB for a tolerance ``tol`` in sRGB (through the sRGB curve's
+    slopes at 0 and 1)."""
+    return -tol / 12.92, 1.0 + tol * 2.4
+
+
+def _channel_min_max(lin: "torch.Tensor | list[torch.Tensor]", mn: torch.Tensor, mx: torch.Tensor) -> None:
+    """The smallest and largest of three planes, into ``mn`` and ``mx``."""
+    torch.minimum(torch.minimum(lin[0], lin[1], out=mn), lin[2], out=mn)
+    torch.maximum(torch.maximum(lin[0], lin[1], out=mx), lin[2], out=mx)
+
+
 def _gamut_scale(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, steps: int, tol: float) -> torch.Tensor:
     """The chroma scale of :func:`gamut_clip`'s bisection for ``(N,)`` Lab planes: the largest
     ``s`` in [0, 1] (to ``2^-steps``) with ``(L, s a, s b)`` inside the gamut (L clamped to [0, 100])."""
@@ -361,7 +359,7 @@ def _gamut_scale(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, steps: int, 
     lo.zero_()
     lin = [new() for _ in range(3)]
     ok, ok_hi = torch.empty(n, dtype=torch.bool, device=dev), torch.empty(n, dtype=torch.bool, device=dev)
-    lo_lin, hi_lin = -tol / 12.92, 1.0 + tol * 2.4
+    lo_lin, hi_lin = _linear_bounds(tol)
     h = 1.0
     for _ in range(steps):
         # mid = (lo + hi) / 2 with hi = lo + 2h: exact in binary, so the same steps as a two-sided bisection.
@@ -371,9 +369,7 @@ def _gamut_scale(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, steps: int, 
         z = _f_inv_(torch.addcmul(fy, mid, b2, out=fz), d, sq)
         for c in range(3):
             torch.add(y_part[c], x, alpha=m[c][0], out=lin[c]).add_(z, alpha=m[c][2])
-        # In gamut: the smallest channel >= lo_lin and the largest <= hi_lin.
-        torch.minimum(torch.minimum(lin[0], lin[1], out=mn), lin[2], out=mn)
-        torch.maximum(torch.maximum(lin[0], lin[1], out=mx), lin[2], out=mx)
+        _channel_min_max(lin, mn, mx)  # in gamut: the smallest channel >= lo_lin, the largest <= hi_lin
         torch.ge(mn, lo_lin, out=ok).logical_and_(torch.le(mx, hi_lin, out=ok_hi))
         lo.add_(ok, alpha=h)
     return lo
@@ -391,11 +387,9 @@ def _render_planes(
     """
     _lab_to_linear_into(L, a, b, lin, ws)
     _, _, _, mn, mx = ws.take(L.numel())
-    torch.minimum(lin[0], lin[1], out=mn)
-    torch.minimum(mn, lin[2], out=mn)
-    torch.maximum(lin[0], lin[1], out=mx)
-    torch.maximum(mx, lin[2], out=mx)
-    bad = (mn < -tol / 12.92).logical_or_(mx > 1.0 + tol * 2.4).nonzero().flatten()
+    _channel_min_max(lin, mn, mx)
+    lo_lin, hi_lin = _linear_bounds(tol)
+    bad = (mn < lo_lin).logical_or_(mx > hi_lin).nonzero().flatten()
     for c in range(3):
         _linear_to_srgb_into(lin[c], out[c], mn)
     return bad
