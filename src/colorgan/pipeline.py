@@ -17,6 +17,7 @@ spectral norm folded into plain weights when the Colorizer loads it), or
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -178,16 +179,16 @@ def _grey_lut(bit_depth: int) -> np.ndarray:
     return lut
 
 
-_LINEAR_LUT8: list[np.ndarray] = []
+@functools.lru_cache(maxsize=1)
+def _linear_lut8() -> np.ndarray:
+    """Linear RGB of the 256 8-bit sRGB levels."""
+    return color._srgb_to_linear(torch.arange(256, dtype=torch.float32) / np.float32(255.0)).numpy()
 
 
 def _rgb8_luminance(samples: np.ndarray) -> torch.Tensor:
     """``color.rgb_to_l`` of 8-bit RGB samples ``(H, W, 3)``, the sRGB decoding by table look-up
     (the three pow() per pixel were most of its cost). Returns ``(1, 1, H, W)`` float32 L."""
-    if not _LINEAR_LUT8:
-        levels = torch.arange(256, dtype=torch.float32) / np.float32(255.0)
-        _LINEAR_LUT8.append(color._srgb_to_linear(levels).numpy())  # a race makes the same table twice
-    lin = torch.from_numpy(_LINEAR_LUT8[0].take(samples)).permute(2, 0, 1)  # (3, H, W) view
+    lin = torch.from_numpy(_linear_lut8().take(samples)).permute(2, 0, 1)  # (3, H, W) view
     w = color._RGB_TO_XYZ[1]
     y = lin[0] * w[0]
     y.add_(lin[1], alpha=w[1]).add_(lin[2], alpha=w[2])
@@ -678,13 +679,15 @@ def _check_render_size(render_size: int) -> None:
 
 def _to_output(original: object, prep: PreparedImage, rgb: np.ndarray) -> PILOrArray:
     """Convert the float result back to the caller's kind, alpha re-attached unchanged."""
+    from colorgan.io import _quantise  # the image writer's rounding
+
     alpha = prep.alpha
     if isinstance(original, np.ndarray):
         if original.dtype == np.uint16:
-            out = np.round(np.clip(rgb, 0, 1) * 65535).astype(np.uint16)
+            out = _quantise(rgb, 16)
             a = None if alpha is None else _alpha_to(alpha, np.uint16)
         elif original.dtype == np.uint8 or original.dtype == np.bool_:
-            out = _quantise_samples(rgb, 8)
+            out = _quantise(rgb, 8)
             a = None if alpha is None else _alpha_to(alpha, np.uint8)
         else:
             out = rgb.astype(np.float32)
@@ -692,17 +695,10 @@ def _to_output(original: object, prep: PreparedImage, rgb: np.ndarray) -> PILOrA
         return out if a is None else np.concatenate([out, a[..., None]], axis=2)
     from PIL import Image
 
-    out8 = _quantise_samples(rgb, 8)
+    out8 = _quantise(rgb, 8)
     if alpha is None:
         return Image.fromarray(out8, "RGB")
     return Image.fromarray(np.concatenate([out8, _alpha_to(alpha, np.uint8)[..., None]], axis=2), "RGBA")
-
-
-def _quantise_samples(rgb: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float sRGB -> integer samples, the same rounding the image writer uses (:mod:`colorgan.io`)."""
-    from colorgan.io import _quantise
-
-    return _quantise(rgb, bit_depth)
 
 
 def _alpha_to(alpha: np.ndarray, dtype: type) -> np.ndarray:
