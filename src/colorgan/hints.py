@@ -32,6 +32,7 @@ import torch
 from colorgan.errors import ColorGANError
 
 __all__ = [
+    "rgb_hex",
     "ColourPoint",
     "HintsError",
     "parse_hints",
@@ -72,7 +73,12 @@ class ColourPoint:
 
     @property
     def hex(self) -> str:
-        return "#" + "".join(f"{round(c * 255):02x}" for c in self.rgb)
+        return rgb_hex(self.rgb)
+
+
+def rgb_hex(rgb: Sequence[float]) -> str:
+    """``#rrggbb`` of an sRGB colour with channels in [0, 1] (the hints files' colour format)."""
+    return "#" + "".join(f"{round(float(c) * 255):02x}" for c in rgb)
 
 
 def _parse_colour(value: Any, where: str) -> tuple[float, float, float]:

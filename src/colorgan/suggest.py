@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from colorgan import color
+from colorgan.hints import rgb_hex
 
 __all__ = ["Suggestion", "colour_suggestions"]
 
@@ -30,10 +31,6 @@ class Suggestion:
 
     color: str
     probability: float
-
-
-def _hex(rgb: torch.Tensor) -> str:
-    return "#" + "".join(f"{int(round(float(v) * 255)):02x}" for v in rgb.clamp(0, 1))
 
 
 @torch.inference_mode()
@@ -96,4 +93,4 @@ def colour_suggestions(
             picked.append(q)
     lab = torch.stack([torch.tensor([lightness, float(centre[q, 0]), float(centre[q, 1])]) for q in picked], dim=1)
     rgb = color.lab_to_rgb(lab[:, :, None].double())[:, :, 0]  # (3, n) gamut-clipped at constant L
-    return [Suggestion(_hex(rgb[:, i]), round(float(min(1.0, pooled[q])), 4)) for i, q in enumerate(picked)]
+    return [Suggestion(rgb_hex(rgb[:, i].clamp(0, 1).tolist()), round(float(min(1.0, pooled[q])), 4)) for i, q in enumerate(picked)]
