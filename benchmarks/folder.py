@@ -5,8 +5,8 @@ network alone on batches of the same renders: the ratio says how much decoding, 
 and encoding add (the target is a ratio of at least 0.6, i.e. at most 40 % added).
 
 1. The shipped model is exported to ONNX (``colorgan export``) in a temporary folder.
-2. ``--n`` photos are made from ``examples/`` (resized to 1152x864 = 1 MP, flipped and shifted so
-   that no two files are equal) and saved as grey JPEGs of quality 90.
+2. ``--n`` photos are made from ``examples/`` (``common.make_photos``: 1152x864 = 1 MP crops and
+   mirror images, no two files equal), saved as grey JPEGs of quality 90.
 3. Network alone: the ONNX session on batches of ``--batch-size`` L maps of the photos' render
    shape (random values: the cost does not depend on them), ``--threads`` intra-op threads.
 4. Folder: :func:`colorgan.cli.colorize_paths` (the core of ``colorgan colorize``: pipelined
@@ -24,15 +24,17 @@ Peak RSS (``ru_maxrss``) is printed after each run; for steady memory over 10,00
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside this file
+
+from common import PHOTO_SIZE, make_photos, peak_rss_mb  # noqa: E402
 
 from colorgan.cli import colorize_paths
 from colorgan.export import export_onnx
@@ -40,28 +42,6 @@ from colorgan.models.hub import load_inference_model, resolve_weights
 from colorgan.onnx_backend import OnnxModel
 from colorgan.pipeline import Colorizer, render_shape
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SIZE = (1152, 864)
-
-
-def make_photos(folder: Path, n: int) -> list[Path]:
-    """``n`` distinct 1 MP grey JPEGs made from the example photos."""
-    folder.mkdir(parents=True, exist_ok=True)
-    sources = sorted(p for p in EXAMPLES.iterdir() if p.suffix.lower() in (".jpg", ".png"))
-    out = []
-    for i in range(n):
-        im = Image.open(sources[i % len(sources)]).convert("L")
-        im = ImageOps.fit(im, SIZE, Image.BICUBIC, centering=((i * 0.13) % 1, (i * 0.29) % 1))
-        if (i // len(sources)) % 2:
-            im = ImageOps.mirror(im)
-        path = folder / f"photo_{i:04d}.jpg"
-        im.save(path, quality=90)
-        out.append(path)
-    return out
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def network_alone(onnx_path: Path, threads: int, batch: int, shape: tuple[int, int], reps: int) -> float:
@@ -99,12 +79,12 @@ def main() -> None:
     ap.add_argument("--skip-torch", action="store_true", help="leave the PyTorch folder run out")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    shape = render_shape(SIZE[1], SIZE[0], 256, 32)
+    shape = render_shape(PHOTO_SIZE[1], PHOTO_SIZE[0], 256, 32)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         onnx_path = export_onnx(load_inference_model(resolve_weights("default")), tmp / "default.onnx")
         files = make_photos(tmp / "photos", args.n)
-        print(f"{args.n} grey JPEGs of {SIZE[0]}x{SIZE[1]}, render {shape[1]}x{shape[0]}, batch {args.batch_size}, "
+        print(f"{args.n} grey JPEGs of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, render {shape[1]}x{shape[0]}, batch {args.batch_size}, "
               f"{args.threads} network thread(s), {args.workers} reader/writer threads, torch {torch.__version__}")
         net = network_alone(onnx_path, args.threads, args.batch_size, shape, args.reps)
         print(f"ONNX network alone:        {net:6.2f} photos/s")
@@ -112,11 +92,11 @@ def main() -> None:
             onnx = Colorizer(OnnxModel(onnx_path, threads=args.threads, spinning=spinning), name="default.onnx")
             fol = folder_run(onnx, files, tmp / f"out-onnx-{spinning}", args.batch_size, args.workers)
             print(f"ONNX folder, spinning {'on ' if spinning else 'off'}: {fol:6.2f} photos/s   ratio to the network alone "
-                  f"{fol / net:.2f}   peak RSS {peak_mb():.0f} MiB")
+                  f"{fol / net:.2f}   peak RSS {peak_rss_mb():.0f} MiB")
         if not args.skip_torch:
             pt = Colorizer.from_pretrained("default")
             fpt = folder_run(pt, files, tmp / "out-torch", args.batch_size, args.workers)
-            print(f"PyTorch folder (colorize): {fpt:6.2f} photos/s   peak RSS {peak_mb():.0f} MiB")
+            print(f"PyTorch folder (colorize): {fpt:6.2f} photos/s   peak RSS {peak_rss_mb():.0f} MiB")
 
 
 if __name__ == "__main__":

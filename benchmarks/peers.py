@@ -74,7 +74,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -89,6 +88,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside this file
+
+from common import peak_rss_mb  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_PHOTO = EXAMPLES / "buffalo-bank-1908.jpg"
@@ -804,18 +807,6 @@ class Result:
     arch_source: str = ""
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set size in MiB (Linux VmHWM; getrusage elsewhere)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def load_photo(path: Path, size: tuple[int, int]) -> Image.Image:
     """The benchmark photo: ``path`` (EXIF orientation applied) as RGB, cover-resized and centre-cropped
     to ``size`` = (width, height) with Lanczos. Done once, before any timing."""
@@ -884,7 +875,7 @@ def measure(name: str, photo: Image.Image, quick: bool, repeats: int, warmup: in
     if device.type == "cuda":
         peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "peak CUDA allocated"
     else:
-        peak, kind = peak_rss_mib(), "peak RSS"
+        peak, kind = peak_rss_mb(), "peak RSS"
     res = Result(name=name, title="ColorGAN (shipped default model)" if spec is None else spec.title, params=params,
                  published_params=None if spec is None else spec.published_params,
                  published_source="" if spec is None else spec.published_source, input=shape,

@@ -32,7 +32,6 @@ import contextlib
 import copy
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -42,10 +41,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # eccv16_arch beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, eccv16_arch beside this file
 
+from common import PHOTO_SIZE, make_photos, peak_rss_mb  # noqa: E402
 from eccv16_arch import ECCV16ForColorizer  # noqa: E402
 
 from colorgan import io as cio  # noqa: E402
@@ -56,8 +56,6 @@ from colorgan.models.hub import load_model, resolve_weights  # noqa: E402
 from colorgan.onnx_backend import OnnxModel  # noqa: E402
 from colorgan.pipeline import Colorizer, render_shape  # noqa: E402
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-PHOTO_SIZE = (1152, 864)  # 0.995 MP, 4:3
 TORCH = "ColorGAN, PyTorch backend, pipelined"
 ONNX = "ColorGAN, ONNX backend, pipelined"
 ONNX_SEQ = "ColorGAN, ONNX backend, sequential (workers 0)"
@@ -78,45 +76,6 @@ def rss_mb() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return 0.0
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size in MiB (Linux VmHWM: unlike getrusage's ru_maxrss it is
-    not inherited from the parent process across fork and exec)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def make_photos(folder: Path, n: int) -> list[Path]:
-    """n distinct grey 1 MP JPEGs cut from the public-domain examples (crops and mirror images)."""
-    sources = sorted(EXAMPLES.glob("*.jpg"))
-    if not sources:
-        raise SystemExit(f"no example photos in {EXAMPLES}")
-    bases = []
-    for s in sources:
-        im = ImageOps.exif_transpose(Image.open(s)).convert("L")
-        scale = max(PHOTO_SIZE[0] / im.width, PHOTO_SIZE[1] / im.height) * 1.15
-        bases.append(im.resize((round(im.width * scale), round(im.height * scale)), Image.BICUBIC))
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        im = bases[i % len(bases)]
-        rng = np.random.default_rng(i)
-        x = int(rng.integers(0, im.width - PHOTO_SIZE[0] + 1))
-        y = int(rng.integers(0, im.height - PHOTO_SIZE[1] + 1))
-        crop = im.crop((x, y, x + PHOTO_SIZE[0], y + PHOTO_SIZE[1]))
-        if (i // len(bases)) % 2:
-            crop = ImageOps.mirror(crop)
-        p = folder / f"photo{i:04d}.jpg"
-        crop.save(p, quality=90)
-        paths.append(p)
-    return paths
 
 
 def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, list[float]]:
