@@ -291,6 +291,16 @@ def _ab(rgb8) -> np.ndarray:
     return color.rgb_to_lab(t)[0, 1:, 0, 0].numpy()
 
 
+def _colourise_one(browser, wait, url: str, photo) -> "object":
+    """Open the page, upload one photo, and return its result card once it is done."""
+    browser.get(url)
+    wait.until(lambda d: "model" in d.find_element(By.ID, "server-info").text)
+    browser.find_element(By.ID, "file-input").send_keys(str(photo))
+    card = browser.find_element(By.CSS_SELECTOR, "#results .card")
+    wait.until(lambda d: card.get_attribute("data-state") == "done")
+    return card
+
+
 def test_place_a_colour_point_pick_its_colour_and_the_colour_moves_there(live_guided_server, browser, tmp_path):
     """Click the picture in colour-point mode, choose a colour: the re-rendered colour at that place
     moves towards it; undo brings the automatic colours back; the hints file says what was sent."""
@@ -298,13 +308,8 @@ def test_place_a_colour_point_pick_its_colour_and_the_colour_moves_there(live_gu
 
     from selenium.webdriver.common.action_chains import ActionChains
 
-    photo = _photo(tmp_path / "square.jpg")
     wait = WebDriverWait(browser, WAIT_S)
-    browser.get(live_guided_server)
-    wait.until(lambda d: "model" in d.find_element(By.ID, "server-info").text)
-    browser.find_element(By.ID, "file-input").send_keys(str(photo))
-    card = browser.find_element(By.CSS_SELECTOR, "#results .card")
-    wait.until(lambda d: card.get_attribute("data-state") == "done")
+    card = _colourise_one(browser, wait, live_guided_server, _photo(tmp_path / "square.jpg"))
     after = card.find_element(By.CSS_SELECTOR, "img.after")
     wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", after) == 320)
     guide = card.find_element(By.CSS_SELECTOR, ".guide")
@@ -358,13 +363,8 @@ def test_a_new_point_gets_suggested_colours_and_a_swatch_sets_its_colour(live_gu
     click on one makes it the point's colour, in the list and in the hints that are sent."""
     from selenium.webdriver.common.action_chains import ActionChains
 
-    photo = _photo(tmp_path / "square.jpg")
     wait = WebDriverWait(browser, WAIT_S)
-    browser.get(live_guided_server)
-    wait.until(lambda d: "model" in d.find_element(By.ID, "server-info").text)
-    browser.find_element(By.ID, "file-input").send_keys(str(photo))
-    card = browser.find_element(By.CSS_SELECTOR, "#results .card")
-    wait.until(lambda d: card.get_attribute("data-state") == "done")
+    card = _colourise_one(browser, wait, live_guided_server, _photo(tmp_path / "square.jpg"))
     card.find_element(By.CSS_SELECTOR, ".add-points").click()
     compare = card.find_element(By.CSS_SELECTOR, ".compare")
     ActionChains(browser).move_to_element_with_offset(compare, 10, 5).click().perform()
