@@ -400,6 +400,27 @@ async def _receive_form(request: Request, state: ServerState, boundary: bytes) -
         return None
 
 
+async def _run_job(ticket: Any, state: ServerState, display: str, fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` in the ticket's queue slot; its failures as HTTP errors naming ``display``.
+
+    Raises:
+        HTTPException: 504 not done within the request time-out, 400/413/415 a bad image, 422 bad
+            guidance, 503 out of memory.
+    """
+    timeout = state.settings.request_timeout_s
+    try:
+        return await ticket.run(fn, *args, timeout=timeout)
+    except WorkTimeout as e:
+        what = "it was still running and will finish unseen" if e.started else "it had not started"
+        raise HTTPException(504, f"{display}: not done within {timeout:g} s ({what})") from None
+    except ImageLoadError as e:
+        raise _load_error(display, e) from None
+    except _BadGuidance as e:
+        raise HTTPException(422, f"{display}: {e}") from None
+    except (OutOfMemoryError, MemoryError):
+        raise HTTPException(503, f"{display}: not enough memory on the server for this image now", headers={"Retry-After": "10"}) from None
+
+
 _FORM_SCHEMA = {
     "type": "object",
     "required": ["file"],
@@ -449,7 +470,6 @@ async def colorize(
     colour is added. PNG output keeps alpha and 16-bit depth; JPEG output is 8-bit without alpha.
     """
     state = get_state(request)
-    settings = state.settings
     boundary, ticket = _admit_upload(request, state, "send the photo as multipart/form-data in a field named 'file'")
     try:
         form = await _receive_form(request, state, boundary)
@@ -471,17 +491,7 @@ async def colorize(
         )
         del form  # the bytes live on in the job only
         queued_at = time.perf_counter()
-        try:
-            result = await ticket.run(_process, state, job, timeout=settings.request_timeout_s)
-        except WorkTimeout as e:
-            what = "it was still running and will finish unseen" if e.started else "it had not started"
-            raise HTTPException(504, f"{display}: not done within {settings.request_timeout_s:g} s ({what})") from None
-        except ImageLoadError as e:
-            raise _load_error(display, e) from None
-        except _BadGuidance as e:
-            raise HTTPException(422, f"{display}: {e}") from None
-        except (OutOfMemoryError, MemoryError):
-            raise HTTPException(503, f"{display}: not enough memory on the server for this image now", headers={"Retry-After": "10"}) from None
+        result = await _run_job(ticket, state, display, _process, state, job)
     finally:
         ticket.release()  # no-op once the job owns the slot
     total_ms = (time.perf_counter() - queued_at) * 1000.0
@@ -552,7 +562,6 @@ async def suggest(request: Request) -> dict[str, Any]:
     """The likely colours at one place of the uploaded photo (Zhang et al. 2017's colour
     suggestions), from the shipped colour-distribution model (:mod:`colorgan.suggest`)."""
     state = get_state(request)
-    settings = state.settings
     boundary, ticket = _admit_upload(request, state, "send the photo as multipart/form-data in a field named 'file', with fields x and y")
     try:
         form = await _receive_form(request, state, boundary)
@@ -565,14 +574,7 @@ async def suggest(request: Request) -> dict[str, Any]:
         render_size = _parse_render_size(form.fields.get("render_size"), state)
         data = bytes(form.file)
         del form
-        try:
-            return await ticket.run(_suggest, state, data, x, y, render_size, timeout=settings.request_timeout_s)
-        except WorkTimeout:
-            raise HTTPException(504, f"{display}: not done within {settings.request_timeout_s:g} s") from None
-        except ImageLoadError as e:
-            raise _load_error(display, e) from None
-        except _BadGuidance as e:
-            raise HTTPException(422, f"{display}: {e}") from None
+        return await _run_job(ticket, state, display, _suggest, state, data, x, y, render_size)
     finally:
         ticket.release()
 
