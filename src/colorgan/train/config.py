@@ -121,10 +121,11 @@ class GanConfig:
 
 @dataclass(frozen=True)
 class GuidanceConfig:
-    """Teaching a trained generator to follow colour guidance (its guidance branch only).
+    """Teaching a trained generator to follow colour guidance.
 
-    The network itself is frozen (and in eval mode), so its automatic output stays exactly what
-    it was; only :class:`~colorgan.models.generator.GuidanceBranch` learns. Every batch gets
+    The automatic network is frozen (and in eval mode), so its automatic output stays exactly what
+    it was; only :class:`~colorgan.models.generator.GuidanceBranch` learns, and with ``decoder``
+    the guided copy of the decoder too. Every batch gets
     guidance simulated from the truth: colour points (a geometric number, mean ``mean_points``,
     at most ``max_points``; patches of 1-9 px holding the true mean ab; Zhang et al. 2017) or, with
     probability ``p_dense``, a dense coarse colour map with random confidence, as a reference

@@ -623,11 +623,12 @@ def simulate_guidance(ab_norm: torch.Tensor, cfg: GuidanceConfig, generator: tor
 
 
 class GuidanceTraining(Stage):
-    """The generator's guidance branch alone, on guidance simulated from the truth.
+    """The generator's guidance branch (and, with ``cfg.decoder``, its guided decoder, first copied
+    from the automatic one), on guidance simulated from the truth.
 
-    The rest of the network is frozen and stays in eval mode (BatchNorm statistics and spectral
-    norm's vectors do not move), so the automatic output of the result is bit for bit that of the
-    network it started from. Loss: L1 on ab plus ``hint_weight`` x L1 on the guided pixels.
+    The automatic network is frozen and everything stays in eval mode (BatchNorm statistics and
+    spectral norm's vectors do not move), so the automatic output of the result is bit for bit
+    that of the network it started from. Loss: L1 on ab plus ``hint_weight`` x L1 on the guided pixels.
     Validation: the unguided scores (unchanged by construction) and L1 with 10 simulated points
     (``l1_10pts``) on the fixed validation batch.
     """
