@@ -56,3 +56,45 @@ def test_unpack_never_writes_over_a_run(tmp_path):
     carry.pack(run, tmp_path / "carry")
     with pytest.raises(SystemExit, match="already holds files"):
         carry.unpack(tmp_path / "carry", run)
+
+
+def test_compact_checkpoint_loads_back_into_the_model_and_its_optimiser(tmp_path):
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(4, 3)
+            self.bn = nn.BatchNorm1d(3)
+            self.guided = nn.Module()
+            self.guided.head = nn.Linear(4, 3)  # the guided copy: rebuilt from `head`, never trained here
+
+        def forward(self, x):
+            return self.bn(self.head(x))
+
+    torch.manual_seed(0)
+    net = Net()
+    opt = torch.optim.Adam([p for n, p in net.named_parameters() if not n.startswith("guided")], lr=1e-3)
+    for _ in range(3):
+        opt.zero_grad()
+        net(torch.randn(8, 4)).square().mean().backward()
+        opt.step()
+    state = {"generator": net.state_dict(), "opt_g": opt.state_dict(), "step": 3, "rng": {"torch": torch.get_rng_state()}}
+    run = tmp_path / "run" / "stages" / "00_pretrain_g"
+    run.mkdir(parents=True)
+    torch.save(state, run / "checkpoint.pt")
+    carry.pack(tmp_path / "run", tmp_path / "carry", compact=True)
+    carry.unpack(tmp_path / "carry", tmp_path / "back")
+    back = torch.load(tmp_path / "back" / "stages" / "00_pretrain_g" / "checkpoint.pt", weights_only=True)
+    assert back["step"] == 3 and torch.equal(back["rng"]["torch"], state["rng"]["torch"])
+    net2, opt2 = Net(), None
+    net2.load_state_dict(back["generator"])  # strict: every key is there, the guided copy included
+    assert torch.allclose(net2.head.weight, net.head.weight, atol=1e-3) and not torch.equal(net2.head.weight, net.head.weight)
+    assert torch.equal(net2.guided.head.weight, net2.head.weight)
+    assert torch.equal(net2.bn.num_batches_tracked, net.bn.num_batches_tracked)
+    opt2 = torch.optim.Adam([p for n, p in net2.named_parameters() if not n.startswith("guided")], lr=1e-3)
+    opt2.load_state_dict(back["opt_g"])
+    st, st0 = opt2.state_dict()["state"][0], opt.state_dict()["state"][0]
+    assert float(st["step"]) == 3 and not st["exp_avg"].any()
+    assert torch.allclose(st["exp_avg_sq"], st0["exp_avg_sq"].mean().expand_as(st0["exp_avg_sq"]))

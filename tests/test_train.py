@@ -435,6 +435,26 @@ def test_csv_log_resumed_with_new_columns_keeps_every_value_under_its_name(tmp_p
     assert len(list(csv.DictReader(open(p)))) == 2
 
 
+def test_csv_log_resumed_drops_the_rows_after_the_checkpoint(tmp_path):
+    """A run killed between checkpoints logged steps it will run again: they must not appear twice."""
+    import csv
+
+    from colorgan.train.monitor import CsvLog
+
+    p = tmp_path / "log.csv"
+    log = CsvLog(p, ["step", "l1"])
+    for step in (10, 20, 30, 40):
+        log.write({"step": step, "l1": step / 100})
+    log.close()
+    log = CsvLog(p, ["step", "l1"], after=20)  # the checkpoint was at step 20
+    log.write({"step": 30, "l1": 0.31})
+    log.close()
+    rows = list(csv.DictReader(open(p)))
+    assert [(r["step"], r["l1"]) for r in rows] == [("10", "0.1"), ("20", "0.2"), ("30", "0.31")]
+    CsvLog(p, ["step", "l1"], after=0).close()  # no checkpoint at all: the stage starts again
+    assert list(csv.DictReader(open(p))) == []
+
+
 def test_plateau_resumed_from_an_older_score_formula_forgets_its_best():
     old = Plateau(patience=2, min_evals=1)
     old.update(1, 0.3, 0.8)  # a small score on the old scale

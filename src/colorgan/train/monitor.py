@@ -44,15 +44,25 @@ SCORE_VERSION = 2
 log = logging.getLogger(__name__)
 
 
+def _after(row: dict, step: int) -> bool:
+    try:
+        return float(row.get("step") or "nan") > step
+    except ValueError:
+        return False
+
+
 class CsvLog:
     """Append rows to a CSV file, writing the header once; flushed after every row.
 
     A file written by an older version with other columns (a run resumed after an upgrade) is
     rewritten first under the union of its columns and the new ones, so that every row stays
     under its own header instead of new rows shifting under old names.
+
+    ``after``: the step a resumed stage continues from. Rows logged after it (a run killed between
+    two checkpoints logs steps that it then runs again) are dropped, so that no step appears twice.
     """
 
-    def __init__(self, path: str | Path, columns: Sequence[str]) -> None:
+    def __init__(self, path: str | Path, columns: Sequence[str], after: int | None = None) -> None:
         self.path = Path(path)
         self.columns = list(columns)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,8 +71,10 @@ class CsvLog:
             with open(self.path, newline="") as f:
                 reader = csv.DictReader(f)
                 old_cols = list(reader.fieldnames or [])
-                rows = list(reader) if old_cols != self.columns else []
-            if old_cols != self.columns:
+                rows = list(reader)
+            kept = rows if after is None else [r for r in rows if not _after(r, after)]
+            if old_cols != self.columns or len(kept) != len(rows):
+                rows = kept
                 import io
 
                 from colorgan.io import atomic_write

@@ -303,7 +303,7 @@ def run_stage(stage: Stage, ctx: Context) -> dict[str, Any]:
     if state is not None:
         stage.load_extra(state)
     stage.start(resumed=state is not None)
-    csv_log = CsvLog(stage.dir / "log.csv", list(stage.columns)) if ctx.is_main else None
+    csv_log = CsvLog(stage.dir / "log.csv", list(stage.columns), after=step) if ctx.is_main else None
 
     def save() -> None:
         if ctx.is_main:
