@@ -303,6 +303,37 @@ def test_real_sigkill_then_resume(tmp_path, photo_dir):
 
 
 @pytest.mark.integration
+def test_sigterm_saves_a_checkpoint_where_the_run_stopped(tmp_path, photo_dir):
+    """`kill` (SIGTERM) of `colorgan train` unwinds like Ctrl-C: exit 130 and a checkpoint at the
+    step it stopped, not at the last periodic one (which here never came: checkpoint_every 1000)."""
+    import csv
+    import signal
+    import time
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "colorgan", "train", "--config", str(TINY), "--data", str(photo_dir),
+           "--out", str(tmp_path / "run"), "--device", "cpu", "-q", "--set", "pretrain_g.steps=100000",
+           "--set", "pretrain_g.checkpoint_every=1000"]
+    p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    stage = tmp_path / "run" / "stages" / "00_pretrain_g"
+    t0 = time.time()
+    while time.time() - t0 < 120 and p.poll() is None:
+        if (stage / "log.csv").exists() and len((stage / "log.csv").read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    assert not (stage / "checkpoint.pt").exists()
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert "continue with --resume" in err
+    state = torch.load(stage / "checkpoint.pt", weights_only=True)
+    logged = [int(r["step"]) for r in csv.DictReader(open(stage / "log.csv"))]
+    assert state["step"] >= logged[-1] >= 1
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("net", ["mobilenet_v2", "vgg19"])
 def test_feature_losses_load_offline(net):
     """Both feature networks load from their installed packages; identical images cost 0."""

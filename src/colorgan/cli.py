@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -429,6 +431,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from colorgan.recipe import run_recipe
 
     logging.getLogger("colorgan").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    # A machine that shuts down, a batch scheduler or `kill` sends SIGTERM: treat it like Ctrl-C, so
+    # the stage writes its checkpoint on the way out instead of losing the steps since the last one.
+    on_main = threading.current_thread() is threading.main_thread()  # signal.signal works there alone
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if on_main else None
     try:
         out = run_recipe(recipe, args.out, device=device, resume=args.resume, val_dirs=args.val or None, progress=not args.quiet)
     except FileExistsError as e:
@@ -440,9 +446,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"colorgan: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {'and calibrated ' if out.name != 'generator.safetensors' else ''}generator: {out}", file=sys.stderr)
     return 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler of `colorgan train`: unwind as Ctrl-C does (the stage saves a checkpoint)."""
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
