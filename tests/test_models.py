@@ -242,3 +242,31 @@ def test_cat_channels_keeps_channels_last():
     assert out.is_contiguous(memory_format=torch.channels_last) and torch.equal(out, torch.cat([x, l], 1))
     plain = torch.randn(1, 8, 5, 7)
     assert cat_channels([plain, l]).is_contiguous()  # a plain layout stays plain
+
+
+def test_channels_last_generator_trains(tiny_generator):
+    """Training moves the generator to channels_last on CUDA: its forward and backward must work
+    in that layout (cat(out=...) has no gradient) and give the plain layout's gradients."""
+    from colorgan.models.layers import cat_channels
+
+    x = torch.randn(1, 8, 5, 7, requires_grad=True)
+    xc = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    l = torch.randn(1, 1, 5, 7)
+    out = cat_channels([xc, l])
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    out.square().sum().backward()
+    torch.cat([x, l], 1).square().sum().backward()
+    assert torch.allclose(xc.grad, x.grad)
+
+    import copy
+
+    g = tiny_generator.train()
+    g_cl = copy.deepcopy(g).to(memory_format=torch.channels_last)  # before a forward: the spectral norms' power iteration moves on in each
+    l_in = torch.rand(2, 1, 32, 32)
+    g(l_in).square().mean().backward()
+    plain = {n: p.grad.clone() for n, p in g.named_parameters() if p.grad is not None}
+    g = g_cl
+    g(l_in.contiguous(memory_format=torch.channels_last)).square().mean().backward()
+    for n, p in g.named_parameters():
+        if n in plain:
+            assert torch.allclose(p.grad, plain[n], rtol=1e-3, atol=1e-5), n

@@ -36,6 +36,9 @@ def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
         or torch.onnx.is_in_onnx_export()
     ):
         return torch.cat(tensors, dim=1)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        # cat(out=...) has no gradient: in training (channels_last on CUDA) copy into the layout.
+        return torch.cat(tensors, dim=1).contiguous(memory_format=torch.channels_last)
     shape = (first.shape[0], sum(t.shape[1] for t in tensors), *first.shape[2:])
     out = torch.empty(shape, dtype=first.dtype, device=first.device, memory_format=torch.channels_last)
     return torch.cat(tensors, dim=1, out=out)
