@@ -122,6 +122,8 @@ def pack(run: Path, dest: Path, part_bytes: int = PART_BYTES, compact: bool = Fa
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
             arc = str(path.relative_to(run))
+            if "grids" in path.relative_to(run).parts:
+                continue  # validation grids show the data's photos, which never go into the repository
             if compact and path.name == "checkpoint.pt":
                 import torch
 
