@@ -69,6 +69,7 @@ def test_compact_checkpoint_loads_back_into_the_model_and_its_optimiser(tmp_path
             self.bn = nn.BatchNorm1d(3)
             self.guided = nn.Module()
             self.guided.head = nn.Linear(4, 3)  # the guided copy: rebuilt from `head`, never trained here
+            self.register_buffer("guided_ready", torch.zeros(1))
 
         def forward(self, x):
             return self.bn(self.head(x))
@@ -88,7 +89,7 @@ def test_compact_checkpoint_loads_back_into_the_model_and_its_optimiser(tmp_path
     carry.unpack(tmp_path / "carry", tmp_path / "back")
     back = torch.load(tmp_path / "back" / "stages" / "00_pretrain_g" / "checkpoint.pt", weights_only=True)
     assert back["step"] == 3 and torch.equal(back["rng"]["torch"], state["rng"]["torch"])
-    net2, opt2 = Net(), None
+    net2 = Net()
     net2.load_state_dict(back["generator"])  # strict: every key is there, the guided copy included
     assert torch.allclose(net2.head.weight, net.head.weight, atol=1e-3) and not torch.equal(net2.head.weight, net.head.weight)
     assert torch.equal(net2.guided.head.weight, net2.head.weight)
@@ -98,3 +99,15 @@ def test_compact_checkpoint_loads_back_into_the_model_and_its_optimiser(tmp_path
     st, st0 = opt2.state_dict()["state"][0], opt.state_dict()["state"][0]
     assert float(st["step"]) == 3 and not st["exp_avg"].any()
     assert torch.allclose(st["exp_avg_sq"], st0["exp_avg_sq"].mean().expand_as(st0["exp_avg_sq"]))
+
+
+def test_compact_keeps_a_started_guided_decoder(tmp_path):
+    """Once the guidance stage has started the guided copy (guided_ready 1) it is trained: it travels."""
+    import torch
+
+    gen = {"head.weight": torch.ones(3, 4), "guided.head.weight": torch.full((3, 4), 2.0), "guided_ready": torch.ones(1)}
+    back = carry.expand_checkpoint(carry.compact_checkpoint({"generator": gen, "step": 7}))
+    assert torch.equal(back["generator"]["guided.head.weight"], gen["guided.head.weight"])
+    gen["guided_ready"] = torch.zeros(1)
+    back = carry.expand_checkpoint(carry.compact_checkpoint({"generator": gen, "step": 7}))
+    assert torch.equal(back["generator"]["guided.head.weight"], gen["head.weight"])

@@ -18,8 +18,8 @@ refuses to write into a run folder that already holds files.
 ``pack --compact`` trades exactness for size, for when the whole checkpoint cannot travel (this
 project's working tree must stay under the 64 MiB that the lent GPU machine takes, and the
 repository holds 49 MB already; a generator-pretraining checkpoint is 90 MB). It keeps module
-weights and buffers in float16, drops the guided decoder's copy (the guidance stage starts it from
-the automatic decoder anyway, and no earlier stage trains it), and keeps of Adam's moments only
+weights and buffers in float16, drops the guided decoder's copy while it is untrained (the guidance
+stage starts it from the automatic decoder anyway, and no earlier stage trains it), and keeps of Adam's moments only
 each tensor's step count and mean second moment: ``unpack`` rebuilds the first moment as zeros and
 the second as that mean, so the resumed run restarts its momentum with step sizes of the right
 scale (no jolt of a fresh Adam at full learning rate). A compact resume is close to, not the same
@@ -59,12 +59,12 @@ def compact_checkpoint(state: dict) -> dict:
     out: dict = {"__compact__": 1}
     for key, v in state.items():
         if _is_module_state(v):
-            mod = {}
-            for k, t in v.items():
-                if k.startswith(GUIDED) and k[len(GUIDED):] in v:
-                    continue  # rebuilt from its automatic counterpart
-                mod[k] = t.half() if t.is_floating_point() else t
-            out[key] = {"__module__": mod, "__guided__": [k for k in v if k.startswith(GUIDED) and k[len(GUIDED):] in v]}
+            # The guided copy is left out only while it is untrained (``guided_ready`` still 0):
+            # once the guidance stage has started it, it holds weights of its own.
+            untrained = "guided_ready" in v and not bool(v["guided_ready"].any())
+            guided = [k for k in v if untrained and k.startswith(GUIDED) and k[len(GUIDED):] in v]
+            mod = {k: (t.half() if t.is_floating_point() else t) for k, t in v.items() if k not in guided}
+            out[key] = {"__module__": mod, "__guided__": guided}
         elif _is_optimizer_state(v):
             small = {}
             for pid, st in v["state"].items():
@@ -113,7 +113,8 @@ def _sha256(data: bytes) -> str:
 
 
 def pack(run: Path, dest: Path, part_bytes: int = PART_BYTES, compact: bool = False) -> list[Path]:
-    """Pack every file under ``run`` into ``dest/part-NNN`` (each at most ``part_bytes``) and a manifest.
+    """Pack every file under ``run`` but its validation grids into ``dest/part-NNN`` (each at most
+    ``part_bytes``) and a manifest.
 
     ``compact``: every ``checkpoint.pt`` travels in compact form (module docstring)."""
     if not run.is_dir():
@@ -121,9 +122,10 @@ def pack(run: Path, dest: Path, part_bytes: int = PART_BYTES, compact: bool = Fa
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
-            arc = str(path.relative_to(run))
-            if "grids" in path.relative_to(run).parts:
+            rel = path.relative_to(run)
+            if "grids" in rel.parts:
                 continue  # validation grids show the data's photos, which never go into the repository
+            arc = str(rel)
             if compact and path.name == "checkpoint.pt":
                 import torch
 
@@ -168,7 +170,6 @@ def unpack(src: Path, run: Path) -> list[Path]:
     if _sha256(data) != manifest["sha256"]:
         raise SystemExit(f"carry_run: the parts in {src} do not add up to the packed run")
     run.mkdir(parents=True, exist_ok=True)
-    out = []
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
         tar.extractall(run, filter="data")  # "data" refuses absolute paths and links out of the folder
         out = [run / m.name for m in tar.getmembers() if m.isfile()]
